@@ -1,0 +1,187 @@
+"""Typed, validated run configuration read from YAML, with `--set key=value` overrides.
+
+Every unknown key is an error naming the key and the file, because a silently ignored
+typo in a hyper-parameter is the most expensive kind of bug in a study.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from codepeft.errors import CodepeftError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class ModelSpec(_Strict):
+    """Which model to load and how."""
+
+    name_or_path: str = "default"  # "default" = the offline StarCoder-architecture model (codepeft bootstrap)
+    dtype: Literal["auto", "fp32", "bf16", "fp16"] = "fp32"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    quantization: Literal["none", "4bit", "8bit"] = "none"
+    trust_remote_code: bool = False
+    revision: str | None = None
+
+
+class MethodSpec(BaseModel):
+    """A tuning method by registry name; every other key is that method's own option.
+
+    Options are checked against the method when it is applied (`codepeft methods` lists them),
+    so `method.r=16` for LoRA works and `method.rr=16` is refused with the valid names.
+    """
+
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
+    name: str = "lora"
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class DatasetSpec(_Strict):
+    """One training source: a built-in name, a local file (.jsonl/.json/.parquet) or a hub id."""
+
+    source: str
+    split: str = "train"
+    eval_split: str | None = "valid"
+    fields: dict[str, str] | None = None  # our field name -> the file's field name
+    data_files: str | None = None  # a built-in dataset read from a local copy in its real schema
+    weight: float = Field(1.0, gt=0)
+    limit: int | None = Field(None, gt=0)
+    subset: str | None = None
+
+
+class DataSpec(_Strict):
+    train: list[DatasetSpec] = Field(default_factory=lambda: [DatasetSpec(source="stdlib-instruct")])
+    format: Literal["octocoder", "alpaca", "chat", "plain"] = "octocoder"
+    loss_on: Literal["response", "all"] = "response"
+    max_length: int = Field(512, gt=8)
+    packing: bool = False
+    eval_limit: int | None = Field(256, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_source_shorthand(cls, value: Any) -> Any:
+        # `data.train: stdlib-instruct` is accepted as a shorthand for one source.
+        if isinstance(value, dict) and isinstance(value.get("train"), str | dict):
+            train = value["train"]
+            value = {**value, "train": [{"source": train} if isinstance(train, str) else train]}
+        return value
+
+
+class TrainSpec(_Strict):
+    max_steps: int = 50
+    epochs: float = 1.0  # used only when max_steps <= 0
+    batch_size: int = Field(8, gt=0)
+    eval_batch_size: int = Field(8, gt=0)
+    grad_accum: int = Field(1, gt=0)
+    learning_rate: float | None = None  # None = the method's default
+    lr_scheduler: str = "cosine"
+    warmup: float = 0.06  # < 1: a ratio of the steps, >= 1: a number of steps
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    optimizer: str = "adamw_torch"
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    gradient_checkpointing: bool = False
+    logging_steps: int = Field(5, gt=0)
+    eval_steps: int = Field(25, gt=0)
+    save_steps: int = Field(25, gt=0)
+    save_total_limit: int | None = 2
+    report_to: list[str] = Field(default_factory=list)  # e.g. ["tensorboard"]
+    num_workers: int = 0
+
+
+class RunConfig(_Strict):
+    name: str = "run"
+    seed: int = 0
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    method: MethodSpec = Field(default_factory=MethodSpec)
+    data: DataSpec = Field(default_factory=DataSpec)
+    train: TrainSpec = Field(default_factory=TrainSpec)
+
+
+def _parse_scalar(text: str) -> Any:
+    # YAML rules, so `--set train.max_steps=50` gives an int and `--set model.quantization=4bit` a string.
+    return yaml.safe_load(text) if text != "" else ""
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `a.b.c=value` strings to a nested dict (a new one is returned)."""
+    result: dict[str, Any] = yaml.safe_load(yaml.safe_dump(raw)) or {}
+    for item in overrides:
+        if "=" not in item:
+            raise CodepeftError(f"--set expects KEY=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        parts = key.strip().split(".")
+        node: Any = result
+        for part in parts[:-1]:
+            node = _child(node, part, key)
+        last = parts[-1]
+        if isinstance(node, list):
+            node[_index(node, last, key)] = _parse_scalar(value)
+        else:
+            node[last] = _parse_scalar(value)
+    return result
+
+
+def _index(node: list, part: str, key: str) -> int:
+    if not part.isdigit() or int(part) >= len(node):
+        raise CodepeftError(f"--set {key}: '{part}' is not an index of a list of {len(node)}")
+    return int(part)
+
+
+def _child(node: Any, part: str, key: str) -> Any:
+    if isinstance(node, list):
+        return node[_index(node, part, key)]
+    child = node.setdefault(part, {})
+    if not isinstance(child, dict | list):
+        raise CodepeftError(f"--set {key}: '{part}' is a value, not a section")
+    return child
+
+
+def _format_errors(err: ValidationError, where: str) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"])
+        if e["type"] == "extra_forbidden":
+            lines.append(f"unknown config key '{key}'")
+        else:
+            lines.append(f"'{key}': {e['msg']}")
+    return f"invalid config {where}:\n  " + "\n  ".join(lines)
+
+
+def parse_config(raw: dict[str, Any], where: str = "(inline)") -> RunConfig:
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as err:
+        raise CodepeftError(_format_errors(err, where)) from None
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML run config (or the defaults when path is None) and apply overrides."""
+    raw: dict[str, Any] = {}
+    where = "(defaults)"
+    if path is not None:
+        path = Path(path)
+        where = str(path)
+        if not path.is_file():
+            raise CodepeftError(f"config file not found: {path}")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise CodepeftError(f"{path}: not valid YAML: {err}") from None
+        if not isinstance(raw, dict):
+            raise CodepeftError(f"{path}: the top level must be a mapping of sections")
+    config = parse_config(raw, where)
+    if not overrides:
+        return config
+    # Overrides apply to the resolved config, so defaults (lists included) can be addressed.
+    resolved = config.model_dump(mode="json")
+    return parse_config(apply_overrides(resolved, overrides), f"{where} with --set {' '.join(overrides)}")

@@ -1,0 +1,138 @@
+"""Built-in datasets: the offline `stdlib-instruct` and loaders for the two studies' datasets.
+
+Each study loader reads the dataset's real hub schema (or a local copy of it passed as
+`data_files`) and converts records to instruction/input/output.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from codepeft.data import stdlib_instruct
+from codepeft.data.records import read_file, read_hub
+from codepeft.errors import CodepeftError
+
+
+@dataclass
+class BuiltinDataset:
+    name: str
+    description: str
+    hub_id: str | None
+    convert: Callable[[dict[str, Any]], dict[str, str] | None]  # None drops the record
+    subset: str | None = None
+    hub_splits: dict[str, str] = field(default_factory=lambda: {"train": "train", "test": "test"})
+    offline: Callable[[str], list[dict]] | None = None
+
+    def records(self, split: str, data_files: str | None = None) -> Iterator[tuple[str, dict[str, str]]]:
+        if data_files:
+            raw = read_file(Path(data_files))
+        elif self.offline is not None:
+            raw = ((f"{self.name}[{split}] row {i}", r) for i, r in enumerate(self.offline(split)))
+        else:
+            if split not in self.hub_splits:
+                return
+            raw = read_hub(self.hub_id, self.hub_splits[split], self.subset)
+        for where, rec in raw:
+            try:
+                out = self.convert(rec)
+            except KeyError as err:
+                raise CodepeftError(
+                    f"{where}: missing field {err.args[0]!r} of the {self.name} schema; the record has fields "
+                    f"{sorted(rec)}"
+                ) from None
+            if out is not None:
+                yield where, out
+
+    def has_split(self, split: str, data_files: str | None) -> bool:
+        return data_files is None and (self.offline is not None or split in self.hub_splits)
+
+
+def _stdlib(rec):
+    return {"instruction": rec["instruction"], "input": rec["input"], "output": rec["output"]}
+
+
+def _prompt_completion(rec):
+    return {"instruction": rec["prompt"], "input": "", "output": rec["completion"]}
+
+
+def _conala(rec):
+    intent = rec.get("rewritten_intent") or rec["intent"]
+    return {"instruction": intent, "input": "", "output": rec["snippet"]}
+
+
+def _is_python(code: str) -> bool:
+    try:
+        ast.parse(code)
+    except (SyntaxError, ValueError):
+        return False
+    return bool(code.strip())
+
+
+def _codealpaca_py(rec):
+    # Weyssow et al. keep the Python subset of CodeAlpaca; we keep outputs that parse as Python
+    # and whose instruction names no other language.
+    text = (rec["instruction"] + " " + rec.get("input", "")).lower()
+    others = ("javascript", "java ", "c++", "c#", "sql", "html", "css", "ruby", "php", "swift", "bash", "go ")
+    if any(o in text for o in others) or not _is_python(rec["output"]):
+        return None
+    return {"instruction": rec["instruction"], "input": rec.get("input") or "", "output": rec["output"]}
+
+
+def _apps(rec):
+    solutions = rec["solutions"]
+    solutions = json.loads(solutions) if isinstance(solutions, str) and solutions else solutions
+    if not solutions:
+        return None
+    starter = rec.get("starter_code") or ""
+    return {"instruction": rec["question"], "input": starter, "output": solutions[0]}
+
+
+def _mbpp(rec):
+    tests = "\n".join(rec["test_list"])
+    return {"instruction": f"{rec['text']}\nYour code should pass these tests:\n{tests}", "input": "", "output": rec["code"]}
+
+
+BUILTINS: dict[str, BuiltinDataset] = {
+    d.name: d
+    for d in [
+        BuiltinDataset(
+            "stdlib-instruct",
+            "docstring -> function body pairs mined from the Python standard library (offline)",
+            None,
+            _stdlib,
+            offline=stdlib_instruct.load_split,
+        ),
+        BuiltinDataset(
+            "guanaco-commits",
+            "CommitPackFT + OASST, the Astraios training set (prompt/completion)",
+            "bigcode/guanaco-commits",
+            _prompt_completion,
+        ),
+        BuiltinDataset("conala", "CoNaLa curated: intent -> one-line snippet", "neulab/conala", _conala, subset="curated"),
+        BuiltinDataset(
+            "codealpaca-py",
+            "CodeAlpaca-20k, Python subset",
+            "sahil2801/CodeAlpaca-20k",
+            _codealpaca_py,
+            hub_splits={"train": "train"},
+        ),
+        BuiltinDataset("apps", "APPS programming problems (first reference solution)", "codeparrot/apps", _apps),
+        BuiltinDataset(
+            "mbpp",
+            "MBPP: basic Python problems with tests",
+            "google-research-datasets/mbpp",
+            _mbpp,
+            subset="full",
+            hub_splits={"train": "train", "valid": "validation", "test": "test"},
+        ),
+    ]
+}
+
+
+def get_builtin(name: str) -> BuiltinDataset | None:
+    return BUILTINS.get(name)

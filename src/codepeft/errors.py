@@ -1,0 +1,19 @@
+"""The one exception type a user can cause; the CLI prints its message without a traceback."""
+
+
+class CodepeftError(Exception):
+    """A problem the user can fix: bad config, missing field, unknown method, impossible combination."""
+
+
+class NonFiniteLossError(CodepeftError):
+    """Training produced a NaN or infinite loss; carries the last good checkpoint, if any."""
+
+    def __init__(self, step: int, loss: float, last_checkpoint: str | None):
+        where = f"the last good checkpoint is {last_checkpoint}" if last_checkpoint else "no checkpoint was saved yet"
+        super().__init__(
+            f"training loss became {loss} at step {step}; the run was stopped and {where}. "
+            "Lower the learning rate, enable gradient clipping (train.max_grad_norm) or use fp32."
+        )
+        self.step = step
+        self.loss = loss
+        self.last_checkpoint = last_checkpoint

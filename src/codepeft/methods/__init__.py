@@ -1,0 +1,15 @@
+"""Tuning methods: one registry (`get_method`, `all_methods`) and the operations on tuned models."""
+
+from codepeft.methods.apply import apply_method, count_parameters, effective_quantization, merge_model
+from codepeft.methods.registry import ApplyContext, Method, all_methods, get_method
+
+__all__ = [
+    "ApplyContext",
+    "Method",
+    "all_methods",
+    "apply_method",
+    "count_parameters",
+    "effective_quantization",
+    "get_method",
+    "merge_model",
+]

@@ -1,0 +1,97 @@
+"""One registry of tuning methods: name -> how to apply it, its defaults and its limits.
+
+Named entries cover the methods the two studies use; every other tuner of the installed
+`peft` library is added under its own lower-case name with its keyword arguments passed
+through, so a new peft release brings its methods without a code change here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch.nn as nn
+
+from codepeft.errors import CodepeftError
+
+
+@dataclass
+class ApplyContext:
+    """What a method may need besides the model: the tokenizer path (prompt text init), the
+    number of training steps (AdaLoRA's schedule) and whether gradient checkpointing is on."""
+
+    tokenizer_path: str | None = None
+    total_steps: int = 100
+    gradient_checkpointing: bool = False
+    quantized: bool = False
+
+
+@dataclass
+class Method:
+    name: str
+    family: str  # full | lora | ia3 | prompt | adapter | peft
+    style: str  # what is trained, in words
+    learning_rate: float
+    defaults: dict[str, Any]
+    apply: Callable[[nn.Module, dict[str, Any], ApplyContext], nn.Module]
+    option_names: Callable[[], set[str]]
+    mergeable: bool = False
+    quantizable: bool = False
+    requires_quantization: str | None = None  # "4bit" for qlora
+    refuses_gradient_checkpointing: bool = False
+    notes: str = ""
+    aliases: tuple[str, ...] = field(default_factory=tuple)
+
+    def options(self, given: dict[str, Any]) -> dict[str, Any]:
+        """Defaults overlaid with the user's options; unknown names are refused."""
+        allowed = self.option_names()
+        unknown = sorted(set(given) - allowed)
+        if unknown:
+            raise CodepeftError(
+                f"unknown option(s) {unknown} for method {self.name!r}; valid options: {', '.join(sorted(allowed))}"
+            )
+        return {**self.defaults, **given}
+
+
+REGISTRY: dict[str, Method] = {}
+
+
+def register(method: Method) -> Method:
+    REGISTRY[method.name] = method
+    return method
+
+
+def _ensure_loaded() -> None:
+    # Registration happens on import of the modules that define methods.
+    from codepeft.methods import adapters, full, peft_methods  # noqa: F401
+
+
+def get_method(name: str) -> Method:
+    _ensure_loaded()
+    key = name.strip().lower().replace("-", "_")
+    if key not in REGISTRY:
+        raise CodepeftError(f"unknown method {name!r}; known methods: {', '.join(sorted(REGISTRY))}")
+    return REGISTRY[key]
+
+
+def all_methods() -> list[Method]:
+    _ensure_loaded()
+    return [REGISTRY[k] for k in sorted(REGISTRY, key=_order)]
+
+
+_FAMILY_ORDER = ["full", "lora", "ia3", "prompt", "adapter", "peft"]
+
+
+def _order(name: str) -> tuple[int, str]:
+    return (_FAMILY_ORDER.index(REGISTRY[name].family), name)
+
+
+def dataclass_fields(cls) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
+
+
+def bitsandbytes_available() -> bool:
+    return importlib.util.find_spec("bitsandbytes") is not None

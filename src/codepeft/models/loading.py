@@ -1,0 +1,110 @@
+"""Load any Hugging Face causal or encoder-decoder LM by hub id or local directory."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import warnings
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+
+from codepeft.config import ModelSpec
+from codepeft.errors import CodepeftError
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "auto": "auto"}
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise CodepeftError("model.device is 'cuda' but no CUDA GPU is visible; use model.device=cpu or auto")
+    return device
+
+
+def resolve_name(name_or_path: str) -> str:
+    """'default' names the offline bootstrap model (built on first use)."""
+    if name_or_path == "default":
+        from codepeft.models.bootstrap import ensure_default_model
+
+        return str(ensure_default_model())
+    return name_or_path
+
+
+def load_config(name_or_path: str, spec: ModelSpec | None = None):
+    spec = spec or ModelSpec(name_or_path=name_or_path)
+    try:
+        return AutoConfig.from_pretrained(
+            name_or_path, trust_remote_code=spec.trust_remote_code, revision=spec.revision
+        )
+    except (OSError, ValueError) as err:
+        local = Path(name_or_path).exists()
+        why = "the directory holds no usable config.json" if local else (
+            "it is not a local directory and the model hub could not provide it "
+            "(offline, a typo, or a gated model without a token)"
+        )
+        raise CodepeftError(f"cannot load model {name_or_path!r}: {why}. Detail: {err}") from None
+
+
+def quantization_config(kind: str, compute_dtype: torch.dtype):
+    """bitsandbytes settings: NF4 with double quantisation (QLoRA), or LLM.int8()."""
+    if kind == "none":
+        return None
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise CodepeftError(
+            f"model.quantization={kind} needs the bitsandbytes package: pip install 'codepeft[quant]' "
+            "(or use model.quantization=none)"
+        )
+    from transformers import BitsAndBytesConfig
+
+    if kind == "4bit":
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=compute_dtype,
+        )
+    return BitsAndBytesConfig(load_in_8bit=True)
+
+
+def load_tokenizer(name_or_path: str, spec: ModelSpec | None = None):
+    spec = spec or ModelSpec(name_or_path=name_or_path)
+    try:
+        tok = AutoTokenizer.from_pretrained(
+            name_or_path, trust_remote_code=spec.trust_remote_code, revision=spec.revision
+        )
+    except (OSError, ValueError) as err:
+        raise CodepeftError(f"cannot load the tokenizer of {name_or_path!r}: {err}") from None
+    if tok.pad_token is None:  # Llama / StarCoder tokenizers ship none; padding is masked anyway
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(spec: ModelSpec):
+    """Return (model, tokenizer) for a ModelSpec; errors a user can cause are CodepeftError."""
+    name = resolve_name(spec.name_or_path)
+    config = load_config(name, spec)
+    device = resolve_device(spec.device)
+    dtype = DTYPES[spec.dtype]
+    compute_dtype = torch.float32 if dtype in ("auto", torch.float32) else dtype
+    quant = quantization_config(spec.quantization, compute_dtype)
+    auto = AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
+    kwargs = dict(dtype=dtype, trust_remote_code=spec.trust_remote_code, revision=spec.revision)
+    if quant is not None:
+        kwargs["quantization_config"] = quant
+        kwargs["device_map"] = {"": 0} if device == "cuda" else {"": "cpu"}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = auto.from_pretrained(name, **kwargs)
+    except (OSError, ValueError) as err:
+        raise CodepeftError(f"cannot load model weights of {name!r}: {err}") from None
+    if quant is None:
+        model.to(device)
+    if spec.quantization == "8bit":
+        # bitsandbytes warns on every int8 matmul that inputs are cast; once is enough.
+        logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+        warnings.filterwarnings("ignore", message=".*MatMul8bitLt.*")
+    return model, load_tokenizer(name, spec)

@@ -1,0 +1,43 @@
+"""Trainer callbacks: loss curves to metrics.jsonl, and AdaLoRA's rank reallocation."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+
+class MetricsLog(TrainerCallback):
+    """Appends every train-loss and eval-loss log to metrics.jsonl (one JSON object a line)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not logs or not state.is_world_process_zero:
+            return
+        row = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4)}
+        row.update({k: v for k, v in logs.items() if isinstance(v, int | float) and math.isfinite(v)})
+        if not any(k == "loss" or k.endswith("_loss") for k in row):
+            return  # the end-of-training summary is in cost.json
+        with self.path.open("a") as fh:
+            fh.write(json.dumps(row) + "\n")
+
+    def truncate_after(self, step: int) -> None:
+        """On resume, drop rows logged after the checkpoint so no step appears twice."""
+        if not self.path.is_file():
+            return
+        rows = [line for line in self.path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+        self.path.write_text("".join(r + "\n" for r in rows))
+
+
+class AdaLoraSchedule(TrainerCallback):
+    """AdaLoRA reallocates ranks after each optimizer step and before gradients are zeroed."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def on_optimizer_step(self, args, state, control, **kwargs):
+        self.model.base_model.update_and_allocate(state.global_step)
