@@ -53,7 +53,7 @@ class BuiltinDataset:
 
 
 def _stdlib(rec):
-    return {"instruction": rec["instruction"], "input": rec["input"], "output": rec["output"]}
+    return {"instruction": rec["instruction"], "input": rec["input"], "output": rec["output"], "module": rec["module"]}
 
 
 def _prompt_completion(rec):

@@ -6,9 +6,9 @@ from codepeft.methods.bottleneck import PLACEMENTS, BottleneckOptions, add_bottl
 from codepeft.methods.registry import Method, dataclass_fields, register
 
 _STYLE = {
-    "adapter_houlsby": "bottleneck MLP after attention and after feed-forward (Houlsby et al. 2019)",
-    "adapter_pfeiffer": "bottleneck MLP after feed-forward only (Pfeiffer et al. 2021)",
-    "adapter_parallel": "bottleneck MLP beside feed-forward (He et al. 2021)",
+    "adapter_houlsby": "bottleneck after attention + FFN",
+    "adapter_pfeiffer": "bottleneck after FFN",
+    "adapter_parallel": "bottleneck beside FFN",
 }
 
 

@@ -105,7 +105,7 @@ def _simple(config_cls):
 
 
 _LORA_DEFAULTS = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.05}
-_LORA_STYLE = "low-rank A·B added to attention and feed-forward projections"
+_LORA_STYLE = "low-rank weight deltas"
 
 register(
     Method(
@@ -115,7 +115,7 @@ register(
 )
 register(
     Method(
-        "qlora", "lora", _LORA_STYLE + " of a 4-bit NF4 (double-quantised) or 8-bit base", 2e-4,
+        "qlora", "lora", "low-rank deltas on a 4-bit NF4 / 8-bit base", 2e-4,
         {**_LORA_DEFAULTS, "bits": 4}, _apply_lora, _options_of(LoraConfig, {"bits"}),
         mergeable=True, quantizable=True, requires_quantization="4bit",
         notes="needs bitsandbytes; method.bits=8 for an 8-bit base",
@@ -123,20 +123,20 @@ register(
 )
 register(
     Method(
-        "dora", "lora", "weight-decomposed LoRA: magnitude vector + low-rank direction", 2e-4,
+        "dora", "lora", "magnitude + low-rank direction", 2e-4,
         {**_LORA_DEFAULTS, "use_dora": True}, _apply_lora, _options_of(LoraConfig),
         mergeable=True, quantizable=True,
     )
 )
 register(
     Method(
-        "ia3", "ia3", "learned vectors rescaling keys, values and feed-forward activations", 3e-3, {},
+        "ia3", "ia3", "activation scaling vectors", 3e-3, {},
         _apply_ia3, _options_of(IA3Config), mergeable=True, quantizable=True,
     )
 )
 register(
     Method(
-        "prompt", "prompt", "virtual token embeddings prepended to the input", 3e-3,
+        "prompt", "prompt", "virtual token embeddings", 3e-3,
         {"num_virtual_tokens": 30, "init": "random"}, _apply_prompt,
         _options_of(PromptTuningConfig, {"init", "init_text"}), quantizable=True,
         notes="method.init=text starts from the embedding of method.init_text",
@@ -144,7 +144,7 @@ register(
 )
 register(
     Method(
-        "prefix", "prompt", "trainable key/value prefixes in every attention layer", 3e-2,
+        "prefix", "prompt", "key/value prefixes per layer", 3e-2,
         {"num_virtual_tokens": 10}, _simple(PrefixTuningConfig), _options_of(PrefixTuningConfig),
         quantizable=True, refuses_gradient_checkpointing=True,
         notes="refuses gradient checkpointing; generation needs the KV cache",
@@ -152,7 +152,7 @@ register(
 )
 register(
     Method(
-        "ptuning", "prompt", "virtual tokens produced by an MLP prompt encoder (P-tuning v1)", 1e-2,
+        "ptuning", "prompt", "virtual tokens from an MLP encoder", 1e-2,
         {"num_virtual_tokens": 30, "encoder_reparameterization_type": "MLP"}, _simple(PromptEncoderConfig),
         _options_of(PromptEncoderConfig), quantizable=True,
     )
@@ -161,7 +161,7 @@ register(
 # --- every other peft tuner, by its own name -------------------------------------------------------------
 _NAMED = {PeftType.LORA, PeftType.IA3, PeftType.PROMPT_TUNING, PeftType.PREFIX_TUNING, PeftType.P_TUNING}
 # Tuners that cannot fold their weights into the base model (found by tests/test_methods.py).
-_NOT_MERGEABLE = {"beft", "lily", "ln_tuning", "poly", "shadow", "trainable_tokens", "xlora"}
+_NOT_MERGEABLE = {"adaption_prompt", "beft", "lily", "ln_tuning", "poly", "shadow", "trainable_tokens", "xlora"}
 # What a generic tuner needs beyond a plain causal-LM batch (shown by `codepeft methods`).
 _NEEDS = {
     "adamss": "needs scikit-learn",
@@ -213,7 +213,7 @@ for _ptype in PeftType:
     _prompt_like = issubclass(_cls, PromptLearningConfig)
     register(
         Method(
-            _name, "prompt" if _prompt_like else "peft", f"peft {_ptype.value} tuner",
+            _name, "prompt" if _prompt_like else "peft", f"peft {_cls.__name__.removesuffix('Config')}",
             3e-3 if _prompt_like else 2e-4, {}, _generic_apply(_ptype), _options_of(_cls),
             mergeable=not _prompt_like and _name not in _NOT_MERGEABLE,
             quantizable=_prompt_like or _has_bnb_layer(_ptype),

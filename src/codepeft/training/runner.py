@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from transformers import TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
@@ -30,6 +31,8 @@ class RunResult:
     cost: dict
     final_train_loss: float | None
     final_eval_loss: float | None
+    model: Any = field(default=None, repr=False)  # the tuned model, in memory (eval mode)
+    tokenizer: Any = field(default=None, repr=False)
 
 
 def default_run_dir(config: RunConfig) -> Path:
@@ -197,7 +200,8 @@ def train(config: RunConfig, output_dir: str | Path | None = None, resume: bool 
         final_eval_loss=final_eval,
     )
     _write_json(run_dir / "run.json", info)
-    return RunResult(run_dir, cost, output.training_loss, final_eval)
+    trainer.model.eval()
+    return RunResult(run_dir, cost, output.training_loss, final_eval, trainer.model, tokenizer)
 
 
 def _rows(ds) -> int | dict | None:

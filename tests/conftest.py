@@ -1,0 +1,65 @@
+"""Shared fixtures: tiny models of the real architectures, built once per test session."""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+
+import pytest
+
+FIXTURES = Path(__file__).parent / "fixtures"
+CORE_ARCHS = ("gpt_bigcode", "llama", "qwen2", "codegen", "t5")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    # Tests never read or write the user's cache (default model, mined datasets).
+    os.environ["CODEPEFT_CACHE"] = str(tmp_path_factory.mktemp("codepeft-cache"))
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["HF_DATASETS_OFFLINE"] = "1"
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore")
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    from codepeft.corpus import stdlib_files
+    from codepeft.models.tokenizer import train_bpe_tokenizer
+
+    files = stdlib_files()[:60]
+    return train_bpe_tokenizer((f.read() for f in files), vocab_size=512)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory, tiny_tokenizer):
+    """tiny_model(arch) -> directory of a saved tiny model of that architecture."""
+    from codepeft.models.tiny import build_tiny_model
+
+    root = tmp_path_factory.mktemp("tiny-models")
+    built: dict[str, Path] = {}
+
+    def make(arch: str) -> Path:
+        if arch not in built:
+            built[arch] = build_tiny_model(arch, root / arch, tiny_tokenizer, seed=0)
+        return built[arch]
+
+    return make
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+TRAIN_ROWS = [
+    {"instruction": f"def add_{i}(x):\n    \"\"\"Return x plus {i}.\"\"\"\n", "output": f"    return x + {i}\n"}
+    for i in range(24)
+]
+
+
+@pytest.fixture
+def train_file(tmp_path) -> Path:
+    """A tiny, fixed instruction set: easy to fit in a few steps."""
+    return write_jsonl(tmp_path / "train.jsonl", TRAIN_ROWS)

@@ -1,0 +1,55 @@
+import pytest
+
+from codepeft.config import load_config, parse_config
+from codepeft.errors import CodepeftError
+
+
+def test_defaults_and_overrides_parse_yaml_scalars():
+    cfg = load_config(None, ["method.name=ia3", "train.max_steps=7", "data.packing=true", "method.r=16"])
+    assert cfg.method.name == "ia3"
+    assert cfg.train.max_steps == 7 and isinstance(cfg.train.max_steps, int)
+    assert cfg.data.packing is True
+    assert cfg.method.options == {"r": 16}
+
+
+def test_override_reaches_into_default_list():
+    cfg = load_config(None, ["data.train.0.limit=5"])
+    assert cfg.data.train[0].source == "stdlib-instruct" and cfg.data.train[0].limit == 5
+
+
+def test_unknown_key_is_named_with_file(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  max_stepz: 3\n")
+    with pytest.raises(CodepeftError, match=r"unknown config key 'train.max_stepz'") as err:
+        load_config(path)
+    assert str(path) in str(err.value)
+
+
+def test_unknown_key_via_set():
+    with pytest.raises(CodepeftError, match="unknown config key 'model.dtypee'"):
+        load_config(None, ["model.dtypee=fp32"])
+
+
+def test_bad_value_and_bad_yaml(tmp_path):
+    with pytest.raises(CodepeftError, match="model.dtype"):
+        parse_config({"model": {"dtype": "fp8"}})
+    path = tmp_path / "bad.yaml"
+    path.write_text("train: [unclosed\n")
+    with pytest.raises(CodepeftError, match="not valid YAML"):
+        load_config(path)
+    with pytest.raises(CodepeftError, match="config file not found"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_data_train_shorthand():
+    cfg = parse_config({"data": {"train": "conala"}})
+    assert [s.source for s in cfg.data.train] == ["conala"]
+
+
+def test_repo_configs_parse():
+    from pathlib import Path
+
+    for path in sorted((Path(__file__).parents[1] / "configs").glob("*.yaml")):
+        if "study" in path.name:
+            continue
+        load_config(path)

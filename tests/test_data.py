@@ -1,0 +1,170 @@
+"""Data: sources and field mapping, study loaders on real-schema fixtures, formats, masking,
+truncation, packing without cross-example attention, joint mixing, stdlib-instruct."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+import torch
+
+from codepeft.config import DataSpec, DatasetSpec
+from codepeft.data import build_datasets, load_examples
+from codepeft.data.formats import render
+from codepeft.data.tokenize import IGNORE, Collator, encode, pack
+from codepeft.errors import CodepeftError
+from conftest import FIXTURES, write_jsonl
+
+
+def test_study_loaders_read_their_real_schemas():
+    conala = load_examples(DatasetSpec(source="conala", data_files=str(FIXTURES / "conala.jsonl")))
+    assert conala[0] == {
+        "instruction": "convert a list of integers `x` into a single integer", "input": "",
+        "output": "int(''.join(map(str, x)))",
+    }
+    assert conala[1]["instruction"] == "How to convert a string to lowercase"  # falls back to intent
+
+    alpaca = load_examples(DatasetSpec(source="codealpaca-py", data_files=str(FIXTURES / "codealpaca.jsonl")))
+    assert [a["instruction"] for a in alpaca] == [
+        "Write a function that returns the square of a number.", "Reverse a list in Python.",
+    ]  # SQL and JavaScript rows are not the Python subset
+
+    guanaco = load_examples(DatasetSpec(source="guanaco-commits", data_files=str(FIXTURES / "guanaco_commits.jsonl")))
+    assert guanaco[0]["output"].startswith("for i in range(n)")
+
+    apps = load_examples(DatasetSpec(source="apps", data_files=str(FIXTURES / "apps.jsonl")))
+    assert len(apps) == 1 and apps[0]["output"] == "n = int(input())\nprint(n * n)"
+
+    mbpp = load_examples(DatasetSpec(source="mbpp", data_files=str(FIXTURES / "mbpp.jsonl")))
+    assert "Your code should pass these tests:\nassert set(similar_elements" in mbpp[0]["instruction"]
+
+
+def test_field_mapping_and_auto_schemas(tmp_path):
+    path = write_jsonl(tmp_path / "d.jsonl", [{"intent": "add", "snippet": "a + b"}])
+    ex = load_examples(DatasetSpec(source=str(path), fields={"instruction": "intent", "output": "snippet"}))
+    assert ex == [{"instruction": "add", "output": "a + b", "input": ""}]
+    path = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "q", "completion": "c"}])
+    assert load_examples(DatasetSpec(source=str(path)))[0]["output"] == "c"
+    chat = [{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}]
+    path = write_jsonl(tmp_path / "m.jsonl", chat)
+    assert load_examples(DatasetSpec(source=str(path)))[0]["messages"][1]["content"] == "yo"
+
+
+def test_json_and_parquet_sources(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [{"instruction": "i", "input": "", "output": "o"}]
+    (tmp_path / "d.json").write_text(json.dumps(rows))
+    assert load_examples(DatasetSpec(source=str(tmp_path / "d.json")))[0]["output"] == "o"
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "d.parquet")
+    assert load_examples(DatasetSpec(source=str(tmp_path / "d.parquet")))[0]["output"] == "o"
+
+
+def test_missing_field_names_file_and_line(tmp_path):
+    path = write_jsonl(tmp_path / "d.jsonl", [{"intent": "a", "snippet": "b"}, {"intent": "c"}])
+    with pytest.raises(CodepeftError) as err:
+        load_examples(DatasetSpec(source=str(path), fields={"instruction": "intent", "output": "snippet"}))
+    assert f"{path} line 2" in str(err.value) and "'snippet'" in str(err.value)
+    with pytest.raises(CodepeftError, match=r"line 1: cannot tell the instruction"):
+        load_examples(DatasetSpec(source=str(write_jsonl(tmp_path / "x.jsonl", [{"foo": 1}]))))
+    (tmp_path / "bad.jsonl").write_text('{"instruction": "a", "output": "b"}\n{oops\n')
+    with pytest.raises(CodepeftError, match=r"bad.jsonl line 2: not valid JSON"):
+        load_examples(DatasetSpec(source=str(tmp_path / "bad.jsonl")))
+    with pytest.raises(CodepeftError, match=r"missing field 'snippet' of the conala schema"):
+        load_examples(DatasetSpec(source="conala", data_files=str(write_jsonl(tmp_path / "c.jsonl", [{"intent": "x"}]))))
+
+
+def test_unreachable_hub_dataset_is_a_clear_error():
+    with pytest.raises(CodepeftError, match="cannot load dataset 'nobody/no-such-dataset'"):
+        load_examples(DatasetSpec(source="nobody/no-such-dataset"))
+
+
+def test_prompt_formats(tiny_model):
+    from transformers import AutoTokenizer
+
+    ex = {"instruction": "Sort x.", "input": "", "output": "sorted(x)"}
+    assert render("octocoder", ex) == ("Question: Sort x.\n\nAnswer:\n", "sorted(x)")
+    assert render("alpaca", ex) == ("### Instruction:\nSort x.\n### Response:\n", "sorted(x)")
+    qwen = AutoTokenizer.from_pretrained(tiny_model("qwen2"))
+    prompt, response = render("chat", ex, qwen)
+    assert prompt == "<|im_start|>user\nSort x.<|im_end|>\n<|im_start|>assistant\n" and response == "sorted(x)"
+    llama = AutoTokenizer.from_pretrained(tiny_model("llama"))
+    with pytest.raises(CodepeftError, match="chat template"):
+        render("chat", ex, llama)
+
+
+def test_response_only_masking_and_truncation(tiny_tokenizer):
+    tok = tiny_tokenizer
+    item = encode(tok, "def f():\n", "    return 1\n", 64, "response", False)
+    n_prompt = len(tok("def f():\n")["input_ids"])
+    assert item["labels"][:n_prompt] == [IGNORE] * n_prompt
+    assert item["labels"][n_prompt:] == item["input_ids"][n_prompt:]
+    assert item["input_ids"][-1] == tok.eos_token_id
+    everything = encode(tok, "def f():\n", "    return 1\n", 64, "all", False)
+    assert everything["labels"] == everything["input_ids"]
+    short = encode(tok, "def f():\n", "    return 1\n" * 20, 16, "response", False)
+    assert len(short["input_ids"]) == 16
+    assert encode(tok, "x = 1\n" * 40, "y", 16, "response", False) is None  # prompt fills the window
+
+
+def test_collator_pads_and_counts_real_tokens(tiny_tokenizer):
+    a = encode(tiny_tokenizer, "a = 1\n", "b = 2\n", 64, "response", False)
+    b = encode(tiny_tokenizer, "x\n", "yy = 33 + 4\n", 64, "response", False)
+    batch = Collator(tiny_tokenizer.pad_token_id)([a, b])
+    assert batch["num_tokens"].item() == len(a["input_ids"]) + len(b["input_ids"])
+    assert batch["attention_mask"].sum().item() == batch["num_tokens"].item()
+    assert (batch["labels"][batch["attention_mask"] == 0] == IGNORE).all()
+
+
+@pytest.mark.parametrize("arch", ["gpt_bigcode", "llama", "qwen2", "codegen", "starcoder2", "gpt2", "gpt_neox"])
+def test_packing_never_attends_across_examples(tiny_model, tiny_tokenizer, arch):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model(arch)).eval()
+    model.config.use_cache = False
+    exs = [encode(tiny_tokenizer, p, r, 64, "response", False) for p, r in
+           [("def a():\n", "    return 1\n"), ("class B:\n", "    x = [1, 2, 3]\n"), ("import os\n", "print(os.sep)\n")]]
+    rows = pack(exs, 64)
+    assert len(rows) == 1
+    batch = Collator(tiny_tokenizer.pad_token_id)(rows)
+    assert "attention_mask" not in batch
+    with torch.no_grad():
+        packed = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"]).logits[0]
+        start = 0
+        for ex in exs:
+            alone = model(input_ids=torch.tensor([ex["input_ids"]])).logits[0]
+            torch.testing.assert_close(packed[start : start + len(alone)], alone, atol=1e-4, rtol=1e-4)
+            start += len(alone)
+    # the first label of every packed example is masked
+    starts = [0, len(exs[0]["input_ids"]), len(exs[0]["input_ids"]) + len(exs[1]["input_ids"])]
+    assert all(rows[0]["labels"][s] == IGNORE for s in starts)
+
+
+def test_joint_training_mixes_by_weight(tiny_tokenizer, tmp_path):
+    a = write_jsonl(tmp_path / "a.jsonl", [{"instruction": "A", "output": f"a{i}"} for i in range(200)])
+    b = write_jsonl(tmp_path / "b.jsonl", [{"instruction": "B", "output": f"b{i}"} for i in range(200)])
+    spec = DataSpec(
+        train=[DatasetSpec(source=str(a), weight=3.0), DatasetSpec(source=str(b), weight=1.0)], format="plain"
+    )
+    train, evals = build_datasets(spec, tiny_tokenizer, encoder_decoder=False, seed=0)
+    first = [tiny_tokenizer.decode(r["input_ids"][:1]) for r in train.select(range(200))]
+    counts = Counter(first)
+    assert 0.65 < counts["A"] / 200 < 0.85  # 3:1 mixing
+    assert set(evals) == {"a", "b"}  # eval loss per source
+
+
+def test_stdlib_instruct_splits_are_disjoint_by_module():
+    from codepeft.corpus import split_of
+
+    splits = {s: load_examples(DatasetSpec(source="stdlib-instruct"), s) for s in ("train", "valid", "test")}
+    assert all(len(v) > 100 for v in splits.values())
+    for name, rows in splits.items():
+        assert {split_of(r["module"]) for r in rows} == {name}
+    mods = {n: {r["module"].split(".")[0] for r in rows} for n, rows in splits.items()}
+    assert not (mods["train"] & mods["test"]) and not (mods["train"] & mods["valid"])
+    bodies = [" ".join(r["output"].split()) for rows in splits.values() for r in rows]
+    assert len(bodies) == len(set(bodies))  # de-duplicated
+    first = splits["train"][0]
+    compile(first["instruction"] + first["output"], "<stdlib-instruct>", "exec")  # pairs re-form valid code

@@ -1,0 +1,209 @@
+"""Training runs end to end: run directory contents, cost figures, resume, NaN stop, refusals."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from codepeft import load_config, load_run, train
+from codepeft.errors import CodepeftError, NonFiniteLossError
+
+
+def _cfg(tiny_model, train_file, arch="gpt_bigcode", *extra):
+    return load_config(
+        None,
+        [
+            f"model.name_or_path={tiny_model(arch)}",
+            f"data.train.0.source={train_file}",
+            "data.format=plain",
+            "data.max_length=64",
+            "train.batch_size=4",
+            "train.max_steps=6",
+            "train.logging_steps=2",
+            "train.eval_steps=3",
+            "train.save_steps=3",
+            "train.learning_rate=1e-2",
+            *extra,
+        ],
+    )
+
+
+def _rows(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_run_directory_holds_everything(tmp_path, tiny_model, train_file):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    result = train(_cfg(tiny_model, train_file), tmp_path / "run")
+    d = result.run_dir
+    info = json.loads((d / "run.json").read_text())
+    assert info["status"] == "completed" and info["seed"] == 0
+    assert info["config"]["method"]["name"] == "lora"
+    assert info["versions"]["torch"].startswith("2.13") and info["versions"]["peft"]
+    assert "git_commit" in info and info["machine"]["cpu_count"] >= 1
+    # train loss every logging step, eval loss every eval step
+    rows = _rows(d)
+    assert [r["step"] for r in rows if "loss" in r] == [2, 4, 6]
+    assert [r["step"] for r in rows if "eval_loss" in r] == [3, 6]
+    cost = json.loads((d / "cost.json").read_text())
+    assert cost["trainable_params"] == info["trainable_params"] > 0
+    assert cost["trainable_ratio"] == pytest.approx(cost["trainable_params"] / cost["total_params"])
+    assert cost["peak_memory_kind"] == "cpu_peak_rss" and cost["peak_memory_bytes"] > 50 * 2**20
+    assert cost["wall_time_s"] > 0 and cost["tokens_per_s"] > 0
+    # tokens: exactly the non-padding tokens of the 6 x 4 examples seen
+    from codepeft.data import build_datasets
+
+    cfg = _cfg(tiny_model, train_file)
+    _, tok, _ = load_run(d, device="cpu")
+    train_ds, _ = build_datasets(cfg.data, tok, False, 0)
+    lengths = [len(r["input_ids"]) for r in train_ds]
+    seen = sum(lengths[(i * 4) % len(lengths)] for i in range(24)) if len(lengths) % 4 == 0 else None
+    if seen is not None:
+        assert cost["train_tokens"] == seen
+    # a plain peft adapter, loadable without codepeft
+    base = AutoModelForCausalLM.from_pretrained(tiny_model("gpt_bigcode"))
+    PeftModel.from_pretrained(base, d / "adapter")
+
+
+def test_full_fine_tuning_saves_full_weights(tmp_path, tiny_model, train_file):
+    from transformers import AutoModelForCausalLM
+
+    result = train(_cfg(tiny_model, train_file, "gpt_bigcode", "method.name=full"), tmp_path / "full")
+    assert (result.run_dir / "model" / "config.json").is_file()
+    AutoModelForCausalLM.from_pretrained(result.run_dir / "model")
+
+
+def test_bottleneck_adapter_format(tmp_path, tiny_model, train_file):
+    result = train(_cfg(tiny_model, train_file, "llama", "method.name=adapter_pfeiffer", "method.size=8"), tmp_path / "a")
+    meta = json.loads((result.run_dir / "adapter" / "codepeft_adapter.json").read_text())
+    assert meta["format"] == "codepeft-bottleneck/1" and meta["method"] == "adapter_pfeiffer"
+    assert meta["options"]["size"] == 8 and len(meta["parameters"]) == 2 * 4  # 2 layers x (down, up) x (w, b)
+
+
+def test_resume_continues_from_last_checkpoint(tmp_path, tiny_model, train_file, monkeypatch):
+    import codepeft.training.runner as runner
+
+    class CrashAtStep5(runner.MetricsLog):  # dies after step 4 was logged and checkpoint-3 saved
+        def on_step_end(self, args, state, control, **kw):
+            if state.global_step == 5:
+                raise KeyboardInterrupt
+
+    cfg = _cfg(tiny_model, train_file)
+    monkeypatch.setattr(runner, "MetricsLog", CrashAtStep5)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "r")
+    monkeypatch.undo()
+    info = json.loads((tmp_path / "r" / "run.json").read_text())
+    assert info["status"] == "failed"
+    assert max(r["step"] for r in _rows(tmp_path / "r")) == 4
+    with pytest.raises(CodepeftError, match="already holds a run"):
+        train(cfg, tmp_path / "r")
+
+    result = train(cfg, tmp_path / "r", resume=True)
+    assert result.cost["resumed_from"].endswith("checkpoint-3") and result.cost["steps"] == 6
+    steps = [r["step"] for r in _rows(tmp_path / "r") if "loss" in r]
+    assert steps == [2, 4, 6]  # the row logged after the checkpoint was replaced, not duplicated
+    with pytest.raises(CodepeftError, match="already completed"):
+        train(cfg, tmp_path / "r", resume=True)
+
+
+def test_nan_loss_stops_with_last_checkpoint(tmp_path, tiny_model, train_file, monkeypatch):
+    from codepeft.training.trainer import CodepeftTrainer
+
+    original = CodepeftTrainer.compute_loss
+
+    def poisoned(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss = original(self, model, inputs, return_outputs, num_items_in_batch)
+        return loss * float("nan") if model.training and self.state.global_step >= 4 else loss
+
+    monkeypatch.setattr(CodepeftTrainer, "compute_loss", poisoned)
+    with pytest.raises(NonFiniteLossError) as err:
+        train(_cfg(tiny_model, train_file), tmp_path / "nan")
+    assert err.value.step == 5 and err.value.last_checkpoint.endswith("checkpoint-3")
+    assert "checkpoint-3" in str(err.value) and "nan" in str(err.value)
+    info = json.loads((tmp_path / "nan" / "run.json").read_text())
+    assert info["status"] == "failed" and "NonFiniteLossError" in info["error"]
+
+
+def test_gradient_checkpointing_and_packing_train(tmp_path, tiny_model, train_file):
+    result = train(
+        _cfg(tiny_model, train_file, "qwen2", "train.gradient_checkpointing=true", "data.packing=true"),
+        tmp_path / "gc",
+    )
+    assert result.final_train_loss is not None and result.final_train_loss == result.final_train_loss
+
+
+def test_encoder_decoder_trains(tmp_path, tiny_model, train_file):
+    result = train(_cfg(tiny_model, train_file, "t5"), tmp_path / "t5")
+    assert result.cost["train_tokens"] > 0 and result.final_eval_loss is not None
+
+
+def test_qlora_trains_on_cpu_4bit_and_8bit(tmp_path, tiny_model, train_file):
+    pytest.importorskip("bitsandbytes")
+    for bits in (4, 8):
+        result = train(
+            _cfg(tiny_model, train_file, "llama", "method.name=qlora", f"method.bits={bits}"), tmp_path / f"q{bits}"
+        )
+        info = json.loads((result.run_dir / "run.json").read_text())
+        assert info["quantization"] == f"{bits}bit"
+        linear = result.model.get_base_model().model.layers[0].self_attn.q_proj.base_layer
+        assert type(linear).__name__ == ("Linear4bit" if bits == 4 else "Linear8bitLt")
+        model, _, _ = load_run(result.run_dir, device="cpu")
+        ids = torch.tensor([[5, 6, 7, 8]])
+        torch.testing.assert_close(model(input_ids=ids).logits, result.model(input_ids=ids).logits)
+
+
+# --- bad input: one clear error each -------------------------------------------------------------------
+
+
+def test_unknown_method(tmp_path, tiny_model, train_file):
+    with pytest.raises(CodepeftError, match=r"unknown method 'loraa'; known methods: .*lora"):
+        train(_cfg(tiny_model, train_file, "gpt_bigcode", "method.name=loraa"), tmp_path / "x")
+
+
+def test_unknown_method_option(tmp_path, tiny_model, train_file):
+    with pytest.raises(CodepeftError, match=r"unknown option\(s\) \['rr'\] for method 'lora'"):
+        train(_cfg(tiny_model, train_file, "gpt_bigcode", "method.rr=4"), tmp_path / "x")
+
+
+def test_target_modules_not_found_lists_module_names(tmp_path, tiny_model, train_file):
+    with pytest.raises(CodepeftError) as err:
+        train(_cfg(tiny_model, train_file, "llama", "method.target_modules=[qkv]"), tmp_path / "x")
+    assert "['qkv'] match no module" in str(err.value) and "q_proj" in str(err.value)
+
+
+def test_unreachable_model_id(tmp_path, train_file):
+    cfg = load_config(None, ["model.name_or_path=nobody/no-such-model", f"data.train.0.source={train_file}"])
+    with pytest.raises(CodepeftError, match=r"cannot load model 'nobody/no-such-model': it is not a local"):
+        train(cfg, tmp_path / "x")
+
+
+def test_refused_combinations(tmp_path, tiny_model, train_file, monkeypatch):
+    with pytest.raises(CodepeftError, match="cannot train with gradient checkpointing"):
+        train(_cfg(tiny_model, train_file, "gpt_bigcode", "method.name=prefix", "train.gradient_checkpointing=true"),
+              tmp_path / "a")
+    with pytest.raises(CodepeftError, match="cannot train on a quantized base"):
+        train(_cfg(tiny_model, train_file, "gpt_bigcode", "method.name=full", "model.quantization=8bit"), tmp_path / "b")
+    with pytest.raises(CodepeftError, match="data.packing cannot be used with prompt"):
+        train(_cfg(tiny_model, train_file, "gpt_bigcode", "method.name=prompt", "data.packing=true"), tmp_path / "c")
+    import codepeft.methods.apply as apply_mod
+
+    monkeypatch.setattr(apply_mod, "bitsandbytes_available", lambda: False)
+    with pytest.raises(CodepeftError, match="needs bitsandbytes"):
+        train(_cfg(tiny_model, train_file, "gpt_bigcode", "method.name=qlora"), tmp_path / "d")
+
+
+def test_merging_a_bottleneck_adapter_is_refused(tiny_model):
+    from transformers import AutoModelForCausalLM
+
+    from codepeft.config import MethodSpec
+    from codepeft.methods import apply_method, merge_model
+
+    model = apply_method(AutoModelForCausalLM.from_pretrained(tiny_model("gpt_bigcode")),
+                         MethodSpec(name="adapter_parallel", size=4))
+    with pytest.raises(CodepeftError, match="non-linear"):
+        merge_model(model, "adapter_parallel")
