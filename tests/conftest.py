@@ -54,7 +54,7 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 
 TRAIN_ROWS = [
-    {"instruction": f"def add_{i}(x):\n    \"\"\"Return x plus {i}.\"\"\"\n", "output": f"    return x + {i}\n"}
+    {"instruction": f'def add_{i}(x):\n    """Return x plus {i}."""\n', "output": f"    return x + {i}\n"}
     for i in range(24)
 ]
 

@@ -8,26 +8,28 @@ from collections import Counter
 
 import pytest
 import torch
+from conftest import FIXTURES, write_jsonl
 
-from codepeft.config import DataSpec, DatasetSpec
+from codepeft.config import DatasetSpec, DataSpec
 from codepeft.data import build_datasets, load_examples
 from codepeft.data.formats import render
 from codepeft.data.tokenize import IGNORE, Collator, encode, pack
 from codepeft.errors import CodepeftError
-from conftest import FIXTURES, write_jsonl
 
 
 def test_study_loaders_read_their_real_schemas():
     conala = load_examples(DatasetSpec(source="conala", data_files=str(FIXTURES / "conala.jsonl")))
     assert conala[0] == {
-        "instruction": "convert a list of integers `x` into a single integer", "input": "",
+        "instruction": "convert a list of integers `x` into a single integer",
+        "input": "",
         "output": "int(''.join(map(str, x)))",
     }
     assert conala[1]["instruction"] == "How to convert a string to lowercase"  # falls back to intent
 
     alpaca = load_examples(DatasetSpec(source="codealpaca-py", data_files=str(FIXTURES / "codealpaca.jsonl")))
     assert [a["instruction"] for a in alpaca] == [
-        "Write a function that returns the square of a number.", "Reverse a list in Python.",
+        "Write a function that returns the square of a number.",
+        "Reverse a list in Python.",
     ]  # SQL and JavaScript rows are not the Python subset
 
     guanaco = load_examples(DatasetSpec(source="guanaco-commits", data_files=str(FIXTURES / "guanaco_commits.jsonl")))
@@ -73,7 +75,9 @@ def test_missing_field_names_file_and_line(tmp_path):
     with pytest.raises(CodepeftError, match=r"bad.jsonl line 2: not valid JSON"):
         load_examples(DatasetSpec(source=str(tmp_path / "bad.jsonl")))
     with pytest.raises(CodepeftError, match=r"missing field 'snippet' of the conala schema"):
-        load_examples(DatasetSpec(source="conala", data_files=str(write_jsonl(tmp_path / "c.jsonl", [{"intent": "x"}]))))
+        load_examples(
+            DatasetSpec(source="conala", data_files=str(write_jsonl(tmp_path / "c.jsonl", [{"intent": "x"}])))
+        )
 
 
 def test_unreachable_hub_dataset_is_a_clear_error():
@@ -124,8 +128,14 @@ def test_packing_never_attends_across_examples(tiny_model, tiny_tokenizer, arch)
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model(arch)).eval()
     model.config.use_cache = False
-    exs = [encode(tiny_tokenizer, p, r, 64, "response", False) for p, r in
-           [("def a():\n", "    return 1\n"), ("class B:\n", "    x = [1, 2, 3]\n"), ("import os\n", "print(os.sep)\n")]]
+    exs = [
+        encode(tiny_tokenizer, p, r, 64, "response", False)
+        for p, r in [
+            ("def a():\n", "    return 1\n"),
+            ("class B:\n", "    x = [1, 2, 3]\n"),
+            ("import os\n", "print(os.sep)\n"),
+        ]
+    ]
     rows = pack(exs, 64)
     assert len(rows) == 1
     batch = Collator(tiny_tokenizer.pad_token_id)(rows)

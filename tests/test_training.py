@@ -78,7 +78,9 @@ def test_full_fine_tuning_saves_full_weights(tmp_path, tiny_model, train_file):
 
 
 def test_bottleneck_adapter_format(tmp_path, tiny_model, train_file):
-    result = train(_cfg(tiny_model, train_file, "llama", "method.name=adapter_pfeiffer", "method.size=8"), tmp_path / "a")
+    result = train(
+        _cfg(tiny_model, train_file, "llama", "method.name=adapter_pfeiffer", "method.size=8"), tmp_path / "a"
+    )
     meta = json.loads((result.run_dir / "adapter" / "codepeft_adapter.json").read_text())
     assert meta["format"] == "codepeft-bottleneck/1" and meta["method"] == "adapter_pfeiffer"
     assert meta["options"]["size"] == 8 and len(meta["parameters"]) == 2 * 4  # 2 layers x (down, up) x (w, b)
@@ -146,7 +148,8 @@ def test_qlora_trains_on_cpu_4bit_and_8bit(tmp_path, tiny_model, train_file):
     pytest.importorskip("bitsandbytes")
     for bits in (4, 8):
         result = train(
-            _cfg(tiny_model, train_file, "llama", "method.name=qlora", f"method.bits={bits}"), tmp_path / f"q{bits}"
+            _cfg(tiny_model, train_file, "llama", "method.name=qlora", f"method.bits={bits}"),
+            tmp_path / f"q{bits}",
         )
         info = json.loads((result.run_dir / "run.json").read_text())
         assert info["quantization"] == f"{bits}bit"
@@ -184,12 +187,26 @@ def test_unreachable_model_id(tmp_path, train_file):
 
 def test_refused_combinations(tmp_path, tiny_model, train_file, monkeypatch):
     with pytest.raises(CodepeftError, match="cannot train with gradient checkpointing"):
-        train(_cfg(tiny_model, train_file, "gpt_bigcode", "method.name=prefix", "train.gradient_checkpointing=true"),
-              tmp_path / "a")
+        train(
+            _cfg(
+                tiny_model,
+                train_file,
+                "gpt_bigcode",
+                "method.name=prefix",
+                "train.gradient_checkpointing=true",
+            ),
+            tmp_path / "a",
+        )
     with pytest.raises(CodepeftError, match="cannot train on a quantized base"):
-        train(_cfg(tiny_model, train_file, "gpt_bigcode", "method.name=full", "model.quantization=8bit"), tmp_path / "b")
+        train(
+            _cfg(tiny_model, train_file, "gpt_bigcode", "method.name=full", "model.quantization=8bit"),
+            tmp_path / "b",
+        )
     with pytest.raises(CodepeftError, match="data.packing cannot be used with prompt"):
-        train(_cfg(tiny_model, train_file, "gpt_bigcode", "method.name=prompt", "data.packing=true"), tmp_path / "c")
+        train(
+            _cfg(tiny_model, train_file, "gpt_bigcode", "method.name=prompt", "data.packing=true"),
+            tmp_path / "c",
+        )
     import codepeft.methods.apply as apply_mod
 
     monkeypatch.setattr(apply_mod, "bitsandbytes_available", lambda: False)
@@ -203,7 +220,30 @@ def test_merging_a_bottleneck_adapter_is_refused(tiny_model):
     from codepeft.config import MethodSpec
     from codepeft.methods import apply_method, merge_model
 
-    model = apply_method(AutoModelForCausalLM.from_pretrained(tiny_model("gpt_bigcode")),
-                         MethodSpec(name="adapter_parallel", size=4))
+    model = apply_method(
+        AutoModelForCausalLM.from_pretrained(tiny_model("gpt_bigcode")),
+        MethodSpec(name="adapter_parallel", size=4),
+    )
     with pytest.raises(CodepeftError, match="non-linear"):
         merge_model(model, "adapter_parallel")
+
+
+def test_bottleneck_adapter_trains_on_8bit_base(tmp_path, tiny_model, train_file):
+    # Astraios trained every PEFT method, adapters included, on an 8-bit base.
+    pytest.importorskip("bitsandbytes")
+    result = train(
+        _cfg(
+            tiny_model,
+            train_file,
+            "llama",
+            "method.name=adapter_houlsby",
+            "method.size=8",
+            "model.quantization=8bit",
+        ),
+        tmp_path / "a8",
+    )
+    assert type(result.model.model.layers[0].mlp.down_proj).__name__ == "Linear8bitLt"
+    assert result.cost["trainable_params"] == 2 * 2 * (2 * 64 * 8 + 8 + 64)
+    model, _, _ = load_run(result.run_dir, device="cpu")
+    ids = torch.tensor([[5, 6, 7, 8]])
+    torch.testing.assert_close(model(input_ids=ids).logits, result.model(input_ids=ids).logits)

@@ -38,7 +38,9 @@ def methods(
         except CodepeftError as err:
             _fail(err)
         console.print(f"[bold]{m.name}[/] ({m.family}): {m.style}")
-        console.print(f"mergeable: {m.mergeable}; quantizable: {m.quantizable}; default learning rate: {m.learning_rate:g}")
+        console.print(
+            f"mergeable: {m.mergeable}; quantizable: {m.quantizable}; default learning rate: {m.learning_rate:g}"
+        )
         console.print(f"defaults: {m.defaults or '-'}")
         console.print(f"notes: {m.notes or '-'}")
         console.print(f"options: {', '.join(sorted(m.option_names()))}")
@@ -65,8 +67,12 @@ def methods(
     for r in rows:
         defaults = ", ".join([f"lr={r['learning_rate']:g}"] + [f"{k}={v}" for k, v in r["defaults"].items()])
         table.add_row(
-            r["method"], r["family"], r["trains"], "yes" if r["mergeable"] else "no",
-            "yes" if r["quantizable"] else "no", defaults,
+            r["method"],
+            r["family"],
+            r["trains"],
+            "yes" if r["mergeable"] else "no",
+            "yes" if r["quantizable"] else "no",
+            defaults,
         )
     console.print(table)
     console.print("`codepeft methods NAME` shows a method's notes and every option it accepts.")

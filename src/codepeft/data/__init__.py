@@ -7,7 +7,7 @@ from pathlib import Path
 
 from datasets import Dataset, interleave_datasets
 
-from codepeft.config import DataSpec, DatasetSpec
+from codepeft.config import DatasetSpec, DataSpec
 from codepeft.data.builtin import BUILTINS, get_builtin
 from codepeft.data.formats import render
 from codepeft.data.records import FILE_SUFFIXES, normalize, read_file, read_hub

@@ -53,7 +53,12 @@ class BuiltinDataset:
 
 
 def _stdlib(rec):
-    return {"instruction": rec["instruction"], "input": rec["input"], "output": rec["output"], "module": rec["module"]}
+    return {
+        "instruction": rec["instruction"],
+        "input": rec["input"],
+        "output": rec["output"],
+        "module": rec["module"],
+    }
 
 
 def _prompt_completion(rec):
@@ -94,7 +99,11 @@ def _apps(rec):
 
 def _mbpp(rec):
     tests = "\n".join(rec["test_list"])
-    return {"instruction": f"{rec['text']}\nYour code should pass these tests:\n{tests}", "input": "", "output": rec["code"]}
+    return {
+        "instruction": f"{rec['text']}\nYour code should pass these tests:\n{tests}",
+        "input": "",
+        "output": rec["code"],
+    }
 
 
 BUILTINS: dict[str, BuiltinDataset] = {
@@ -113,7 +122,9 @@ BUILTINS: dict[str, BuiltinDataset] = {
             "bigcode/guanaco-commits",
             _prompt_completion,
         ),
-        BuiltinDataset("conala", "CoNaLa curated: intent -> one-line snippet", "neulab/conala", _conala, subset="curated"),
+        BuiltinDataset(
+            "conala", "CoNaLa curated: intent -> one-line snippet", "neulab/conala", _conala, subset="curated"
+        ),
         BuiltinDataset(
             "codealpaca-py",
             "CodeAlpaca-20k, Python subset",

@@ -111,9 +111,7 @@ def normalize(rec: dict[str, Any], where: str, fields: dict[str, str] | None) ->
 
 def _get(rec: dict, key: str, where: str, role: str) -> Any:
     if key not in rec or rec[key] is None:
-        raise CodepeftError(
-            f"{where}: missing field {key!r} (used as {role}); the record has fields {sorted(rec)}"
-        )
+        raise CodepeftError(f"{where}: missing field {key!r} (used as {role}); the record has fields {sorted(rec)}")
     return rec[key]
 
 

@@ -64,7 +64,11 @@ def count_parameters(model: nn.Module) -> dict[str, float]:
         total += n
         if p.requires_grad:
             trainable += n
-    return {"trainable_params": trainable, "total_params": total, "trainable_ratio": trainable / max(total, 1)}
+    return {
+        "trainable_params": trainable,
+        "total_params": total,
+        "trainable_ratio": trainable / max(total, 1),
+    }
 
 
 def merge_model(model: nn.Module, method_name: str) -> nn.Module:

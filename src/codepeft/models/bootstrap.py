@@ -118,7 +118,10 @@ def build(spec: BootstrapSpec, out: Path, progress: bool = True) -> dict:
 
     tokenizer = train_bpe_tokenizer(train_texts, spec.vocab_size)
     steps = max(1, spec.tokens // (spec.batch_size * spec.seq_len))
-    train_blocks = _blocks(_corpus_tokens(tokenizer, train_texts, steps * spec.batch_size * spec.seq_len + spec.seq_len), spec.seq_len)
+    train_blocks = _blocks(
+        _corpus_tokens(tokenizer, train_texts, steps * spec.batch_size * spec.seq_len + spec.seq_len),
+        spec.seq_len,
+    )
     train_blocks = train_blocks[torch.randperm(len(train_blocks), generator=torch.Generator().manual_seed(spec.seed))]
     held_blocks = _blocks(_corpus_tokens(tokenizer, held_texts, spec.eval_tokens), spec.seq_len)
 

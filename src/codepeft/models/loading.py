@@ -41,9 +41,13 @@ def load_config(name_or_path: str, spec: ModelSpec | None = None):
         )
     except (OSError, ValueError) as err:
         local = Path(name_or_path).exists()
-        why = "the directory holds no usable config.json" if local else (
-            "it is not a local directory and the model hub could not provide it "
-            "(offline, a typo, or a gated model without a token)"
+        why = (
+            "the directory holds no usable config.json"
+            if local
+            else (
+                "it is not a local directory and the model hub could not provide it "
+                "(offline, a typo, or a gated model without a token)"
+            )
         )
         raise CodepeftError(f"cannot load model {name_or_path!r}: {why}. Detail: {err}") from None
 

@@ -48,6 +48,8 @@ def load_run(run_dir: str | Path, device: str = "auto"):
         spec.name_or_path = info["base_model"]
         model, tok = load_model(spec)
         adapter = run_dir / ADAPTER_DIR
-        model = load_bottleneck(model, adapter) if is_bottleneck_dir(adapter) else PeftModel.from_pretrained(model, adapter)
+        model = (
+            load_bottleneck(model, adapter) if is_bottleneck_dir(adapter) else PeftModel.from_pretrained(model, adapter)
+        )
     model.eval()
     return model, tok, info

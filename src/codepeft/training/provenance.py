@@ -11,7 +11,17 @@ from pathlib import Path
 import psutil
 import torch
 
-PACKAGES = ("codepeft", "torch", "transformers", "peft", "accelerate", "datasets", "tokenizers", "bitsandbytes", "trl")
+PACKAGES = (
+    "codepeft",
+    "torch",
+    "transformers",
+    "peft",
+    "accelerate",
+    "datasets",
+    "tokenizers",
+    "bitsandbytes",
+    "trl",
+)
 
 
 def package_versions() -> dict[str, str | None]:
@@ -32,7 +42,10 @@ def git_commit() -> str | None:
             ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5, check=True
         )
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True, text=True,
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
             timeout=5,
         ).stdout.strip()
         return out.stdout.strip() + ("-dirty" if dirty else "")

@@ -85,11 +85,11 @@ def train(config: RunConfig, output_dir: str | Path | None = None, resume: bool 
 
     device = next(model.parameters()).device.type
     t = config.train
-    total_steps = t.max_steps if t.max_steps > 0 else int(
-        len(train_ds) * t.epochs / (t.batch_size * t.grad_accum)
-    ) or 1
+    total_steps = t.max_steps if t.max_steps > 0 else int(len(train_ds) * t.epochs / (t.batch_size * t.grad_accum)) or 1
     ctx = ApplyContext(
-        tokenizer_path=base_path, total_steps=total_steps, gradient_checkpointing=t.gradient_checkpointing,
+        tokenizer_path=base_path,
+        total_steps=total_steps,
+        gradient_checkpointing=t.gradient_checkpointing,
         quantized=quant != "none",
     )
     model = method.apply(model, options, ctx)
@@ -150,7 +150,7 @@ def train(config: RunConfig, output_dir: str | Path | None = None, resume: bool 
     callbacks = [metrics]
     if getattr(getattr(model, "peft_type", None), "value", None) == "ADALORA":
         callbacks.append(AdaLoraSchedule(model))
-    trainer = CodepeftTrainer(
+    trainer = _make_trainer(
         model=model,
         args=args,
         train_dataset=train_ds,
@@ -175,8 +175,10 @@ def train(config: RunConfig, output_dir: str | Path | None = None, resume: bool 
     if eval_ds is not None:
         # Evaluate at the final step unless the schedule just did (its row is already logged).
         last = [h for h in trainer.state.log_history if h.get("step") == trainer.state.global_step]
-        final_eval = _eval_loss(next((h for h in last if any(k.endswith("_loss") and k.startswith("eval") for k in h)), None)
-                                or trainer.evaluate())
+        final_eval = _eval_loss(
+            next((h for h in last if any(k.endswith("_loss") and k.startswith("eval") for k in h)), None)
+            or trainer.evaluate()
+        )
     model.config.use_cache = True
     weights = save_weights(trainer.model, tokenizer, run_dir, method.family, base_path)
     cost = {
@@ -202,6 +204,20 @@ def train(config: RunConfig, output_dir: str | Path | None = None, resume: bool 
     _write_json(run_dir / "run.json", info)
     trainer.model.eval()
     return RunResult(run_dir, cost, output.training_loss, final_eval, trainer.model, tokenizer)
+
+
+def _make_trainer(model, **kwargs) -> CodepeftTrainer:
+    # transformers refuses to train a quantized model unless it sees adapters it knows of; our
+    # bottleneck adapters are trainable modules it cannot see, so announce them for the check only
+    # (left set, the flag would make save_pretrained try to save a peft adapter).
+    quantized_with_our_adapters = getattr(model, "is_quantized", False) and hasattr(model, "codepeft_bottleneck")
+    if quantized_with_our_adapters:
+        model._hf_peft_config_loaded = True
+    try:
+        return CodepeftTrainer(model=model, **kwargs)
+    finally:
+        if quantized_with_our_adapters:
+            model._hf_peft_config_loaded = False
 
 
 def _rows(ds) -> int | dict | None:
