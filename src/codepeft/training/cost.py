@@ -21,11 +21,13 @@ class PeakMemory:
 
     def __enter__(self) -> PeakMemory:
         self.started = time.perf_counter()
+        self.at_start = 0
         if self.cuda:
             torch.cuda.reset_peak_memory_stats()
+            self.at_start = torch.cuda.memory_allocated()
         else:
             proc = psutil.Process()
-            self.peak = proc.memory_info().rss
+            self.peak = self.at_start = proc.memory_info().rss
 
             def sample():
                 while not self._stop.wait(self.interval):

@@ -186,6 +186,9 @@ def train(config: RunConfig, output_dir: str | Path | None = None, resume: bool 
         "peak_memory_bytes": mem.peak,
         "peak_memory_gb": round(mem.peak / 2**30, 3),
         "peak_memory_kind": mem.kind,
+        # what the process held when training began (weights, data): a process that ran other
+        # work before has a higher RSS floor, so compare runs made in fresh processes
+        "memory_at_start_bytes": mem.at_start,
         "wall_time_s": round(mem.wall_time, 2),
         "train_tokens": trainer.tokens_seen,
         "tokens_per_s": round(trainer.tokens_seen / max(mem.wall_time, 1e-9), 1),
