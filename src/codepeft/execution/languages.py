@@ -1,0 +1,147 @@
+"""Languages the sandbox runs: how to lay out, compile, run and read the errors of a program.
+
+Adding a language is one subclass of `Language` registered in LANGUAGES.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+from codepeft.execution.limits import Limits
+from codepeft.execution.sandbox import sandbox_python
+
+# Removes what lets a Python program reach outside its process; used only in the rlimits
+# fallback (bubblewrap's namespaces make it unnecessary there).
+PYTHON_GUARD = """\
+import builtins as _b, io as _io, os as _os, shutil as _sh, subprocess as _sp
+_root = _os.path.realpath(_os.getcwd()) + _os.sep
+_real_open, _real_os_open = _io.open, _os.open
+def _inside(path):
+    return _os.path.realpath(path).startswith(_root)
+def _open(file, mode="r", *args, **kwargs):
+    if not isinstance(file, int) and any(c in mode for c in "wax+") and not _inside(file):
+        raise PermissionError(f"sandbox: writing outside the working directory: {file}")
+    return _real_open(file, mode, *args, **kwargs)
+def _os_open(path, flags, *args, **kwargs):
+    if flags & (_os.O_WRONLY | _os.O_RDWR | _os.O_CREAT) and not _inside(path):
+        raise PermissionError(f"sandbox: writing outside the working directory: {path}")
+    return _real_os_open(path, flags, *args, **kwargs)
+_b.open = _io.open = _open
+_os.open = _os_open
+for _n in ("kill", "killpg", "system", "fork", "forkpty", "putenv", "remove", "removedirs", "rmdir", "unlink",
+           "setuid", "setsid", "execv", "execve", "execvp", "spawnv", "popen", "rename", "renames", "truncate",
+           "chmod", "chown", "chdir", "fchdir"):
+    setattr(_os, _n, None)
+_sh.rmtree = _sh.move = _sh.chown = None
+_sp.Popen = None
+import sys as _sys
+for _m in ("ipdb", "joblib", "resource", "psutil", "tkinter", "ctypes", "socket"):
+    _sys.modules[_m] = None
+"""
+
+
+class Language:
+    name: str
+    limits = Limits()
+
+    def write(self, source: str, workdir: Path, marker: str, guard: bool) -> None:
+        raise NotImplementedError
+
+    def compile_argv(self) -> list[str] | None:
+        return None
+
+    def run_argv(self) -> list[str]:
+        raise NotImplementedError
+
+    def ro_binds(self) -> list[str]:
+        return []
+
+    def syntax_error(self, source: str) -> str | None:
+        """A compile error found without running anything (None when fine or unknown)."""
+        return None
+
+    def error_type(self, stderr: str) -> str | None:
+        raise NotImplementedError
+
+    def is_assertion(self, error_type: str | None) -> bool:
+        return error_type is not None and error_type.endswith("AssertionError")
+
+
+class Python(Language):
+    name = "python"
+
+    def write(self, source, workdir, marker, guard):
+        body = (PYTHON_GUARD if guard else "") + source + f"\n\nprint({marker!r}, flush=True)\n"
+        (workdir / "main.py").write_text(body)
+
+    def run_argv(self):
+        return [sandbox_python(), "-I", "-B", "main.py"]
+
+    def ro_binds(self):
+        py = Path(sandbox_python())
+        return [str(py.parent.parent)] if not str(py).startswith("/usr/") else []
+
+    def syntax_error(self, source):
+        try:
+            compile(source, "main.py", "exec")
+        except (SyntaxError, ValueError) as err:
+            return f"{type(err).__name__}: {err}"
+        return None
+
+    _LAST = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Warning))\b", re.M)
+
+    def error_type(self, stderr):
+        found = self._LAST.findall(stderr)
+        return found[-1] if found else None
+
+
+class Java(Language):
+    """A program whose public class `Main` has the tests in `main` (the HumanEvalPack Java layout)."""
+
+    name = "java"
+    # The JVM reserves its address space up front and runs ~20 threads: limit the heap instead.
+    limits = replace(Limits(), memory_mb=None, processes=256, cpu_seconds=20.0, wall_seconds=30.0)
+
+    def write(self, source, workdir, marker, guard):
+        (workdir / "Main.java").write_text(source)
+        (workdir / "CodepeftRunner.java").write_text(
+            "public class CodepeftRunner {\n"
+            "    public static void main(String[] args) throws Throwable {\n"
+            "        Main.main(args);\n"
+            f'        System.out.println("{marker}");\n'
+            "        System.out.flush();\n"
+            "    }\n"
+            "}\n"
+        )
+
+    @staticmethod
+    def _tool(name: str) -> str:
+        found = shutil.which(name)
+        return str(Path(found).resolve()) if found else name
+
+    _JVM = ["-J-Xmx512m", "-J-XX:+UseSerialGC", "-J-XX:TieredStopAtLevel=1"]
+
+    def compile_argv(self):
+        return [self._tool("javac"), *self._JVM, "-nowarn", "-d", ".", "Main.java", "CodepeftRunner.java"]
+
+    def run_argv(self):
+        jvm = [flag.removeprefix("-J") for flag in self._JVM]
+        return [self._tool("java"), *jvm, "-cp", ".", "CodepeftRunner"]
+
+    def ro_binds(self):
+        return [p for p in ("/etc/java-17-openjdk", "/etc/java-21-openjdk", "/etc/alternatives") if Path(p).exists()]
+
+    _EXC = re.compile(r"Exception in thread \"main\" ([\w.$]+)|^Caused by: ([\w.$]+)", re.M)
+
+    def error_type(self, stderr):
+        found = [a or b for a, b in self._EXC.findall(stderr)]
+        if not found:
+            return None
+        # Main.main ran inside our runner: report the first cause, not the wrapper.
+        return found[0].rsplit(".", 1)[-1]
+
+
+LANGUAGES: dict[str, Language] = {lang.name: lang for lang in (Python(), Java())}

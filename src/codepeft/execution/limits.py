@@ -1,0 +1,19 @@
+"""Resource limits of one sandboxed program."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+
+@dataclass(frozen=True)
+class Limits:
+    cpu_seconds: float = 10.0
+    wall_seconds: float = 15.0
+    memory_mb: int | None = 2048  # address space; None for runtimes that reserve it up front (the JVM)
+    file_size_mb: int = 16  # any file the program writes, its stdout and stderr included
+    processes: int = 32
+    output_bytes: int = 8192  # how much stdout / stderr is kept in the result
+
+    def scaled(self, factor: float) -> Limits:
+        """Slower machines need longer limits (correct programs must not time out)."""
+        return replace(self, cpu_seconds=self.cpu_seconds * factor, wall_seconds=self.wall_seconds * factor)

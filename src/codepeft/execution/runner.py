@@ -1,0 +1,101 @@
+"""Run programs and classify what happened; a pool runs many at once."""
+
+from __future__ import annotations
+
+import queue
+import secrets
+import signal
+import tempfile
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from codepeft.execution.languages import LANGUAGES, Language
+from codepeft.execution.limits import Limits
+from codepeft.execution.outcome import ExecResult, Outcome
+from codepeft.execution.sandbox import RawRun, detect_isolation, run_sandboxed
+
+
+def get_language(name: str) -> Language:
+    if name not in LANGUAGES:
+        raise ValueError(f"unsupported language {name!r}; supported: {', '.join(LANGUAGES)}")
+    return LANGUAGES[name]
+
+
+def classify(raw: RawRun, marker: str, lang: Language, limits: Limits) -> tuple[Outcome, str | None]:
+    """Passed only when the tests ran to the end: the run printed our unguessable end marker."""
+    if raw.timed_out:
+        return Outcome.TIMEOUT, "WallTimeout"
+    if raw.signal == signal.SIGXCPU or (raw.signal == signal.SIGKILL and raw.duration_s >= limits.cpu_seconds):
+        return Outcome.TIMEOUT, "CPUTimeLimit"
+    if raw.signal == signal.SIGXFSZ or "[Errno 27] File too large" in raw.stderr:  # Python ignores SIGXFSZ
+        return Outcome.KILLED, "FileSizeLimit"
+    error = lang.error_type(raw.stderr)
+    if error == "MemoryError" or "OutOfMemoryError" in (error or ""):
+        return Outcome.KILLED, error
+    if error == "BlockingIOError" and "Resource temporarily unavailable" in raw.stderr:
+        return Outcome.KILLED, "ProcessLimit"
+    if raw.exit_code == 0 and marker in raw.stdout:
+        return Outcome.PASSED, None
+    if raw.signal is not None:
+        return Outcome.KILLED, signal.Signals(raw.signal).name if raw.signal in signal.valid_signals() else None
+    if lang.is_assertion(error):
+        return Outcome.FAILED, error
+    if raw.exit_code == 0:
+        return Outcome.ERROR, "ExitedBeforeTestsFinished"
+    return Outcome.ERROR, error or f"ExitCode{raw.exit_code}"
+
+
+def execute(
+    source: str,
+    language: str = "python",
+    limits: Limits | None = None,
+    isolation: str = "auto",
+    slot: int = 0,
+) -> ExecResult:
+    """Run one program (its tests included) in the sandbox and classify the outcome."""
+    lang = get_language(language)
+    limits = limits or lang.limits
+    level = detect_isolation(isolation)
+    syntax = lang.syntax_error(source)
+    if syntax is not None:
+        return ExecResult(Outcome.COMPILE_ERROR, None, 0.0, level, "SyntaxError", stderr=syntax[: limits.output_bytes])
+    marker = f"__codepeft_done_{secrets.token_hex(16)}__"
+    with tempfile.TemporaryDirectory(prefix="codepeft-sbx-") as tmp:
+        workdir = Path(tmp)
+        lang.write(source, workdir, marker, guard=level == "rlimits")
+        total = 0.0
+        compile_argv = lang.compile_argv()
+        if compile_argv:
+            raw = run_sandboxed(compile_argv, workdir, limits, level, slot, lang.ro_binds())
+            total += raw.duration_s
+            if raw.timed_out or raw.exit_code != 0:
+                outcome = Outcome.TIMEOUT if raw.timed_out else Outcome.COMPILE_ERROR
+                return ExecResult(outcome, raw.exit_code, total, level, "CompileError", raw.stdout, raw.stderr)
+        raw = run_sandboxed(lang.run_argv(), workdir, limits, level, slot, lang.ro_binds())
+    outcome, error = classify(raw, marker, lang, limits)
+    stdout = raw.stdout.replace(marker + "\n", "").replace(marker, "")
+    return ExecResult(outcome, raw.exit_code, total + raw.duration_s, level, error, stdout, raw.stderr)
+
+
+class SandboxPool:
+    """Runs many programs at once; each has its own limits, so one hung program stalls nothing."""
+
+    def __init__(self, workers: int = 2, isolation: str = "auto"):
+        self.workers = max(1, workers)
+        self.isolation = detect_isolation(isolation)
+        self._slots: queue.Queue[int] = queue.Queue()
+        for i in range(self.workers):
+            self._slots.put(i)
+
+    def _run(self, job: tuple[str, str, Limits | None]) -> ExecResult:
+        slot = self._slots.get()
+        try:
+            source, language, limits = job
+            return execute(source, language, limits, self.isolation, slot)
+        finally:
+            self._slots.put(slot)
+
+    def map(self, jobs: Iterable[tuple[str, str, Limits | None]]) -> list[ExecResult]:
+        with ThreadPoolExecutor(self.workers) as ex:
+            return list(ex.map(self._run, jobs))

@@ -1,0 +1,246 @@
+"""Run one untrusted program in a fresh process with limits, in the strongest isolation available.
+
+Isolation levels (the result names the one that ran):
+- ``bwrap``: bubblewrap (Debian's `bubblewrap`) with new user, pid, network, ipc, uts and mount
+  namespaces; the root file system is read-only and holds only /usr (and the interpreter), the
+  program sees one private, empty, writable directory; no network at all.
+- ``rlimits``: the fallback where bubblewrap is missing or unusable: resource limits, a private
+  working directory, a separate user id when we are root, and a guard that removes dangerous
+  functions. This is not a security boundary against a determined program; the results say so.
+
+Limits are set with util-linux `prlimit` on the command line (not in a pre-exec hook, which is
+unsafe in a threaded pool). When running as root each concurrent slot runs under its own user
+id (via `setpriv`), so the process-count limit is per program and leftovers can be killed by uid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from codepeft.execution.limits import Limits
+
+SLOT_UID_BASE = 61000
+
+
+@dataclass
+class RawRun:
+    exit_code: int | None
+    signal: int | None
+    timed_out: bool
+    duration_s: float
+    stdout: str
+    stderr: str
+
+
+def _world_accessible(path: Path) -> bool:
+    path = path.resolve()
+    for part in [path, *path.parents]:
+        mode = part.stat().st_mode
+        if part != path and not mode & 0o001:
+            return False
+    return bool(path.stat().st_mode & 0o005)
+
+
+def _is_root() -> bool:
+    return os.geteuid() == 0
+
+
+@functools.cache
+def sandbox_python() -> str:
+    """An interpreter every slot user can run: ours if reachable, else the system python3."""
+    ours = Path(sys.executable).resolve()
+    if not _is_root() or _world_accessible(ours):
+        return str(ours)
+    for candidate in ("/usr/bin/python3", "/usr/local/bin/python3"):
+        if Path(candidate).exists() and _world_accessible(Path(candidate)):
+            return str(Path(candidate).resolve())
+    return str(ours)
+
+
+def _bwrap_argv(workdir: Path, ro_binds: list[str]) -> list[str]:
+    argv = [
+        "bwrap",
+        "--unshare-all",
+        "--die-with-parent",
+        "--new-session",
+        "--uid",
+        "65534",
+        "--gid",
+        "65534",
+        "--ro-bind",
+        "/usr",
+        "/usr",
+    ]
+    for name in ("lib", "lib64", "bin", "sbin"):
+        target = Path("/") / name
+        if target.is_symlink():
+            argv += ["--symlink", os.readlink(target), str(target)]
+        elif target.is_dir():
+            argv += ["--ro-bind", str(target), str(target)]
+    for path in ro_binds:
+        if Path(path).exists() and not path.startswith("/usr/"):
+            argv += ["--ro-bind", path, path]
+    argv += [
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--tmpfs",
+        "/tmp",
+        "--bind",
+        str(workdir),
+        "/sandbox",
+        "--chdir",
+        "/sandbox",
+        "--setenv",
+        "HOME",
+        "/sandbox",
+        "--setenv",
+        "PATH",
+        "/usr/bin:/bin",
+        "--remount-ro",
+        "/",
+    ]
+    return argv
+
+
+@functools.cache
+def bwrap_works() -> bool:
+    if shutil.which("bwrap") is None:
+        return False
+    with tempfile.TemporaryDirectory() as tmp:
+        os.chmod(tmp, 0o777)
+        argv = _bwrap_argv(Path(tmp), []) + ["/usr/bin/env", "true"]
+        if _is_root() and shutil.which("setpriv"):
+            argv = _setpriv(SLOT_UID_BASE) + argv
+        try:
+            return subprocess.run(argv, capture_output=True, timeout=20).returncode == 0
+        except (OSError, subprocess.SubprocessError):
+            return False
+
+
+def detect_isolation(requested: str = "auto") -> str:
+    if requested not in ("auto", "bwrap", "rlimits"):
+        raise ValueError(f"isolation must be auto, bwrap or rlimits, not {requested!r}")
+    if requested == "rlimits":
+        return "rlimits"
+    if bwrap_works():
+        return "bwrap"
+    if requested == "bwrap":
+        raise RuntimeError("bubblewrap is not installed or cannot create namespaces here (apt-get install bubblewrap)")
+    return "rlimits"
+
+
+def _setpriv(uid: int) -> list[str]:
+    return ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--"]
+
+
+def _prlimit(limits: Limits, own_uid: bool) -> list[str]:
+    cpu = int(limits.cpu_seconds + 0.999)
+    argv = ["prlimit", f"--cpu={cpu}:{cpu + 1}", f"--fsize={limits.file_size_mb * 2**20}", "--core=0"]
+    if limits.memory_mb is not None:
+        argv.append(f"--as={limits.memory_mb * 2**20}")
+    # Without a uid of its own, the process limit counts every process of this user: leave room for them.
+    nproc = limits.processes if own_uid else limits.processes + len(_processes_of(os.getuid()))
+    argv.append(f"--nproc={nproc}")
+    return argv + ["--"]
+
+
+def _processes_of(uid: int) -> list[psutil.Process]:
+    out = []
+    for proc in psutil.process_iter(["uids"]):
+        try:
+            if proc.info["uids"] and proc.info["uids"].real == uid:
+                out.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return out
+
+
+def _head(path: Path, limit: int) -> str:
+    with path.open("rb") as fh:
+        data = fh.read(limit + 1)
+    text = data[:limit].decode("utf-8", errors="replace")
+    return text + ("\n[... truncated]" if len(data) > limit else "")
+
+
+def run_sandboxed(
+    argv: list[str],
+    workdir: Path,
+    limits: Limits,
+    isolation: str,
+    slot: int = 0,
+    ro_binds: list[str] | None = None,
+    env: dict[str, str] | None = None,
+) -> RawRun:
+    """Run argv (paths relative to the working directory) and return what happened."""
+    own_uid = _is_root() and shutil.which("setpriv") is not None
+    uid = SLOT_UID_BASE + slot
+    os.chmod(workdir, 0o777)
+    full: list[str] = []
+    if shutil.which("prlimit"):
+        full += _prlimit(limits, own_uid)
+    if own_uid:
+        full += _setpriv(uid)
+    if isolation == "bwrap":
+        full += _bwrap_argv(workdir, ro_binds or [])
+        cwd = None
+    else:
+        cwd = workdir
+    full += argv
+    with tempfile.TemporaryDirectory() as outdir:
+        out_path, err_path = Path(outdir) / "stdout", Path(outdir) / "stderr"
+        with out_path.open("wb") as out, err_path.open("wb") as err:
+            started = time.perf_counter()
+            proc = subprocess.Popen(
+                full,
+                stdout=out,
+                stderr=err,
+                stdin=subprocess.DEVNULL,
+                cwd=cwd,
+                start_new_session=True,
+                env=env or {"PATH": "/usr/bin:/bin", "HOME": str(workdir), "LANG": "C.UTF-8"},
+            )
+            timed_out = False
+            try:
+                proc.wait(timeout=limits.wall_seconds)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+                _kill(proc)
+            duration = time.perf_counter() - started
+        if own_uid:  # anything of this slot still alive escaped the process group: end it
+            for leftover in _processes_of(uid):
+                with contextlib.suppress(psutil.Error):
+                    leftover.kill()
+        code = proc.returncode
+        sig = -code if code is not None and code < 0 else None
+        if isolation == "bwrap" and code is not None and code > 128 and not timed_out:
+            sig = code - 128  # bwrap reports a signalled child as 128 + signal
+        return RawRun(
+            exit_code=code,
+            signal=sig,
+            timed_out=timed_out,
+            duration_s=duration,
+            stdout=_head(out_path, limits.output_bytes),
+            stderr=_head(err_path, limits.output_bytes),
+        )
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        proc.kill()
+    proc.wait()
