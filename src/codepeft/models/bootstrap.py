@@ -39,7 +39,7 @@ class BootstrapSpec:
     n_head: int = 8
     seq_len: int = 256
     batch_size: int = 8
-    tokens: int = 786_432  # training token budget: 384 steps of 8 x 256, about 6-7 minutes on 2 cores
+    tokens: int = 786_432  # training token budget: 384 steps of 8 x 256, about 8 minutes on 2 cores
     learning_rate: float = 1e-3
     warmup_fraction: float = 0.05
     eval_tokens: int = 65_536

@@ -1,0 +1,131 @@
+"""Generation backends.
+
+`HFBackend` batches prompts with left padding (decoder-only) and the KV cache, samples `n`
+completions per prompt, and stops each sequence at its own stop string (transformers'
+StopStringCriteria marks a finished row done; the batch ends when every row is done, so
+prompts are sorted by length to keep batches even). `VLLMBackend` serves base models and LoRA
+adapters where a GPU and the `vllm` package are present.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+from codepeft.errors import CodepeftError
+
+
+@dataclass
+class GenerationSettings:
+    n: int = 1
+    temperature: float = 0.0  # 0 = greedy
+    top_p: float = 0.95
+    max_new_tokens: int = 256
+    batch_size: int = 8
+    stop: list[str] = field(default_factory=list)
+    seed: int = 0
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0
+
+
+def truncate_at_stop(text: str, stop: list[str]) -> str:
+    cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=len(text))
+    return text[:cut]
+
+
+class HFBackend:
+    name = "hf"
+
+    def __init__(self, model, tokenizer):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        config = getattr(model, "config", None)
+        self.encoder_decoder = bool(getattr(config, "is_encoder_decoder", False))
+        if getattr(config, "use_cache", None) is False:
+            config.use_cache = True  # training turns it off; prefix tuning cannot generate without it
+
+    def generate(self, prompts: list[str], settings: GenerationSettings, progress: bool = True) -> list[list[str]]:
+        """n completions (prompt text excluded, cut at the first stop string) for every prompt."""
+        tok = self.tokenizer
+        tok.padding_side = "left"
+        if tok.pad_token is None:
+            tok.pad_token = tok.eos_token
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        # n samples of one prompt share a batch: a batch holds batch_size // n prompts (at least one).
+        per_batch = max(1, settings.batch_size // settings.n) if not settings.greedy else settings.batch_size
+        results: list[list[str]] = [[] for _ in prompts]
+        device = next(self.model.parameters()).device
+        batches = [order[i : i + per_batch] for i in range(0, len(order), per_batch)]
+        for b, idx in enumerate(tqdm(batches, desc="generating", unit="batch", disable=not progress)):
+            enc = tok([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=True)
+            enc = {k: v.to(device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+            kwargs = dict(
+                max_new_tokens=settings.max_new_tokens,
+                num_return_sequences=1 if settings.greedy else settings.n,
+                do_sample=not settings.greedy,
+                pad_token_id=tok.pad_token_id,
+                eos_token_id=tok.eos_token_id,
+            )
+            if not settings.greedy:
+                kwargs.update(temperature=settings.temperature, top_p=settings.top_p)
+            if settings.stop:
+                kwargs.update(stop_strings=settings.stop, tokenizer=tok)
+            torch.manual_seed(settings.seed + b)
+            with torch.no_grad():
+                out = self.model.generate(**enc, **kwargs)
+            new = out if self.encoder_decoder else out[:, enc["input_ids"].shape[1] :]
+            texts = tok.batch_decode(new, skip_special_tokens=True)
+            per_prompt = 1 if settings.greedy else settings.n
+            for j, i in enumerate(idx):
+                samples = texts[j * per_prompt : (j + 1) * per_prompt]
+                if settings.greedy:
+                    samples = samples * settings.n  # greedy samples are identical: decode once
+                results[i] = [truncate_at_stop(s, settings.stop) for s in samples]
+        return results
+
+
+class VLLMBackend:  # pragma: no cover - needs a GPU and the optional vllm package
+    name = "vllm"
+
+    def __init__(self, base_model: str, adapter_dir: str | None = None, dtype: str = "auto"):
+        from vllm import LLM
+
+        self.llm = LLM(model=base_model, dtype=dtype, enable_lora=adapter_dir is not None)
+        self.adapter_dir = adapter_dir
+
+    def generate(self, prompts, settings, progress=True):
+        from vllm import SamplingParams
+        from vllm.lora.request import LoRARequest
+
+        params = SamplingParams(
+            n=settings.n, temperature=max(settings.temperature, 0.0), top_p=settings.top_p if not settings.greedy else 1.0,
+            max_tokens=settings.max_new_tokens, stop=settings.stop or None, seed=settings.seed,
+        )
+        lora = LoRARequest("adapter", 1, self.adapter_dir) if self.adapter_dir else None
+        outputs = self.llm.generate(prompts, params, lora_request=lora, use_tqdm=progress)
+        return [[truncate_at_stop(c.text, settings.stop) for c in o.outputs] for o in outputs]
+
+
+def vllm_usable() -> bool:
+    return torch.cuda.is_available() and importlib.util.find_spec("vllm") is not None
+
+
+def make_backend(kind: str, model, tokenizer, base_model: str | None = None, adapter_dir: str | None = None,
+                 method_family: str | None = None):
+    """`auto` picks vLLM for base models and LoRA adapters when it can run, else Hugging Face."""
+    if kind not in ("auto", "hf", "vllm"):
+        raise CodepeftError(f"backend must be auto, hf or vllm, not {kind!r}")
+    vllm_fits = method_family in (None, "full", "lora")
+    if kind == "vllm":
+        if not vllm_usable():
+            raise CodepeftError("the vllm backend needs a CUDA GPU and `pip install vllm`; use --backend hf")
+        if not vllm_fits:
+            raise CodepeftError(f"vLLM cannot serve {method_family} methods; use --backend hf (or merge first)")
+    if kind == "vllm" or (kind == "auto" and vllm_usable() and vllm_fits and base_model):
+        return VLLMBackend(base_model, adapter_dir)
+    return HFBackend(model, tokenizer)
