@@ -130,3 +130,33 @@ def test_unknown_task_lists_known_ones():
     with pytest.raises(CodepeftError, match="unknown task 'humanevl'.*humaneval"):
         get_task("humanevl")
     assert get_task("mbpp-loss").kind == "loss"
+
+
+JAVA_FIXTURE = str(__import__("conftest").FIXTURES / "humanevalpack_java.jsonl")
+
+
+@pytest.mark.skipif(not __import__("shutil").which("javac"), reason="no javac on this machine")
+def test_java_synthesize_and_fix_on_humanevalpack_schema(pool):
+    synth = get_task("humanevalsynthesize-java", JAVA_FIXTURE)
+    problems = synth.problems()
+    assert [p["task_id"] for p in problems] == ["Java/0", "Java/1"]
+    good = score_execution(synth, problems, [[p["canonical_solution"]] for p in problems], [1], pool)
+    assert good["scores"]["pass@1"]["value"] == 1.0, good["outcomes"]
+    # a completion that stops before closing the method and class is closed for it
+    open_ended = [[p["canonical_solution"].rsplit("    }", 1)[0]] for p in problems]
+    assert score_execution(synth, problems, open_ended, [1], pool)["scores"]["pass@1"]["value"] == 1.0
+    fix = get_task("humanevalfix-java", JAVA_FIXTURE)
+    bugs = score_execution(fix, problems, [[p["buggy_solution"]] for p in problems], [1], pool)
+    assert bugs["scores"]["pass@1"]["value"] == 0.0 and bugs["outcomes"] == {"failed": 2}
+    broken = score_execution(fix, problems, [["        return a +;\n"], [""]], [1], pool)
+    assert broken["outcomes"] == {"compile_error": 2}
+    assert "Fix bugs in addTwo." in fix.prompt(problems[0]).instruction
+
+
+def test_java_task_without_data_names_the_missing_field(tmp_path):
+    from codepeft.errors import CodepeftError
+
+    bad = tmp_path / "j.jsonl"
+    bad.write_text('{"task_id": "Java/0", "prompt": "x"}\n')
+    with pytest.raises(CodepeftError, match=r"j.jsonl line 1: missing HumanEvalPack field"):
+        get_task("humanevalsynthesize-java", str(bad)).problems()

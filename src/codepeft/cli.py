@@ -221,6 +221,7 @@ def eval_cmd(
     seed: int = typer.Option(0),
     output_dir: Path = typer.Option(None, "--output-dir"),
     device: str = typer.Option("auto"),
+    task_data: list[str] = typer.Option([], "--task-data", help="TASK=FILE: a local copy of a task's hub data."),
 ) -> None:
     """Generate, post-process and score; writes one JSON per task and prints a summary."""
     from codepeft.evaluation import evaluate
@@ -245,6 +246,16 @@ def eval_cmd(
     except CodepeftError as err:
         _fail(err)
     _print_scores(results)
+
+
+def _pairs(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise CodepeftError(f"--task-data expects TASK=FILE, got {item!r}")
+        name, path = item.split("=", 1)
+        out[name.strip()] = path.strip()
+    return out
 
 
 def _print_scores(results: dict[str, dict]) -> None:
@@ -273,6 +284,7 @@ def score(
     k: str = typer.Option("1", "--k"),
     workers: int = typer.Option(2),
     output_dir: Path = typer.Option(None, "--output-dir"),
+    data_files: Path = typer.Option(None, "--task-data", help="A local copy of the task's hub data."),
 ) -> None:
     """Score completions made elsewhere, with the same sandbox and metrics; no model is loaded."""
     from codepeft.evaluation import score_file
@@ -280,7 +292,7 @@ def score(
     try:
         if not samples.is_file():
             raise CodepeftError(f"samples file not found: {samples}")
-        result = score_file(task, samples, _ints(k), output_dir, workers)
+        result = score_file(task, samples, _ints(k), output_dir, workers, str(data_files) if data_files else None)
     except CodepeftError as err:
         _fail(err)
     _print_scores({result["task"]: result})

@@ -63,9 +63,11 @@ def evaluate(
     backend: str = "auto",
     workers: int = 2,
     device: str = "auto",
+    task_data: dict[str, str] | None = None,
 ) -> dict[str, dict]:
     """Evaluate `target` on every task; writes OUTPUT_DIR/<task>.json and returns the results."""
-    task_objs = [get_task(t) for t in tasks]  # unknown task names fail before the model loads
+    task_data = task_data or {}
+    task_objs = [get_task(t, task_data.get(t)) for t in tasks]  # unknown task names fail before the model loads
     bad_k = [k for k in ks if k > settings.n]
     if bad_k and any(t.kind != "loss" for t in task_objs):
         raise CodepeftError(f"k={bad_k} needs at least that many samples per problem: raise --n to {max(bad_k)}")

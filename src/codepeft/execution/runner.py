@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import queue
 import secrets
 import signal
 import tempfile
@@ -51,7 +50,6 @@ def execute(
     language: str = "python",
     limits: Limits | None = None,
     isolation: str = "auto",
-    slot: int = 0,
 ) -> ExecResult:
     """Run one program (its tests included) in the sandbox and classify the outcome."""
     lang = get_language(language)
@@ -67,12 +65,12 @@ def execute(
         total = 0.0
         compile_argv = lang.compile_argv()
         if compile_argv:
-            raw = run_sandboxed(compile_argv, workdir, limits, level, slot, lang.ro_binds())
+            raw = run_sandboxed(compile_argv, workdir, limits, level, lang.ro_binds())
             total += raw.duration_s
             if raw.timed_out or raw.exit_code != 0:
                 outcome = Outcome.TIMEOUT if raw.timed_out else Outcome.COMPILE_ERROR
                 return ExecResult(outcome, raw.exit_code, total, level, "CompileError", raw.stdout, raw.stderr)
-        raw = run_sandboxed(lang.run_argv(), workdir, limits, level, slot, lang.ro_binds())
+        raw = run_sandboxed(lang.run_argv(), workdir, limits, level, lang.ro_binds())
     outcome, error = classify(raw, marker, lang, limits)
     stdout = raw.stdout.replace(marker + "\n", "").replace(marker, "")
     return ExecResult(outcome, raw.exit_code, total + raw.duration_s, level, error, stdout, raw.stderr)
@@ -84,17 +82,10 @@ class SandboxPool:
     def __init__(self, workers: int = 2, isolation: str = "auto"):
         self.workers = max(1, workers)
         self.isolation = detect_isolation(isolation)
-        self._slots: queue.Queue[int] = queue.Queue()
-        for i in range(self.workers):
-            self._slots.put(i)
 
     def _run(self, job: tuple[str, str, Limits | None]) -> ExecResult:
-        slot = self._slots.get()
-        try:
-            source, language, limits = job
-            return execute(source, language, limits, self.isolation, slot)
-        finally:
-            self._slots.put(slot)
+        source, language, limits = job
+        return execute(source, language, limits, self.isolation)
 
     def map(self, jobs: Iterable[tuple[str, str, Limits | None]]) -> list[ExecResult]:
         with ThreadPoolExecutor(self.workers) as ex:

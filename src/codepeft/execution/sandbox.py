@@ -9,14 +9,15 @@ Isolation levels (the result names the one that ran):
   functions. This is not a security boundary against a determined program; the results say so.
 
 Limits are set with util-linux `prlimit` on the command line (not in a pre-exec hook, which is
-unsafe in a threaded pool). When running as root each concurrent slot runs under its own user
-id (via `setpriv`), so the process-count limit is per program and leftovers can be killed by uid.
+unsafe in a threaded pool). When running as root each run gets a user id of its own (via
+`setpriv`), so the process-count limit is per program and leftovers can be killed by uid.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import os
 import shutil
 import signal
@@ -31,7 +32,17 @@ import psutil
 
 from codepeft.execution.limits import Limits
 
-SLOT_UID_BASE = 61000
+SLOT_UID_BASE = 100_000
+
+
+_RUNS = itertools.count()
+
+
+def run_uid() -> int:
+    """A fresh user id for every run: the process limit counts only this program's processes
+    (not the exiting ones of the previous run, nor another codepeft process's), and clean-up
+    by uid touches nothing else. 4,096 ids per codepeft process, reused in turn."""
+    return SLOT_UID_BASE + (os.getpid() % 16384) * 4096 + next(_RUNS) % 4096
 
 
 @dataclass
@@ -59,7 +70,7 @@ def _is_root() -> bool:
 
 @functools.cache
 def sandbox_python() -> str:
-    """An interpreter every slot user can run: ours if reachable, else the system python3."""
+    """An interpreter every sandbox user can run: ours if reachable, else the system python3."""
     ours = Path(sys.executable).resolve()
     if not _is_root() or _world_accessible(ours):
         return str(ours)
@@ -124,7 +135,7 @@ def bwrap_works() -> bool:
         os.chmod(tmp, 0o777)
         argv = _bwrap_argv(Path(tmp), []) + ["/usr/bin/env", "true"]
         if _is_root() and shutil.which("setpriv"):
-            argv = _setpriv(SLOT_UID_BASE) + argv
+            argv = _setpriv(run_uid()) + argv
         try:
             return subprocess.run(argv, capture_output=True, timeout=20).returncode == 0
         except (OSError, subprocess.SubprocessError):
@@ -181,13 +192,12 @@ def run_sandboxed(
     workdir: Path,
     limits: Limits,
     isolation: str,
-    slot: int = 0,
     ro_binds: list[str] | None = None,
     env: dict[str, str] | None = None,
 ) -> RawRun:
     """Run argv (paths relative to the working directory) and return what happened."""
     own_uid = _is_root() and shutil.which("setpriv") is not None
-    uid = SLOT_UID_BASE + slot
+    uid = run_uid()
     os.chmod(workdir, 0o777)
     full: list[str] = []
     if shutil.which("prlimit"):
@@ -220,7 +230,7 @@ def run_sandboxed(
                 timed_out = True
                 _kill(proc)
             duration = time.perf_counter() - started
-        if own_uid:  # anything of this slot still alive escaped the process group: end it
+        if own_uid:  # anything of this run still alive escaped the process group: end it
             for leftover in _processes_of(uid):
                 with contextlib.suppress(psutil.Error):
                     leftover.kill()

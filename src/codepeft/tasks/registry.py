@@ -9,6 +9,7 @@ from codepeft.tasks.base import Task
 from codepeft.tasks.humaneval import HumanEval
 from codepeft.tasks.humanevalexplain import HumanEvalExplain
 from codepeft.tasks.humanevalfix import HumanEvalFix
+from codepeft.tasks.humanevalpack_java import HumanEvalPackJava
 from codepeft.tasks.loss import LossTask
 from codepeft.tasks.match import MatchTask
 
@@ -16,6 +17,8 @@ TASKS: dict[str, Callable[[], Task]] = {
     "humaneval": HumanEval,
     "humanevalfix-python": HumanEvalFix,
     "humanevalexplain-python": HumanEvalExplain,
+    "humanevalsynthesize-java": lambda: HumanEvalPackJava("synthesize"),
+    "humanevalfix-java": lambda: HumanEvalPackJava("fix"),
     "stdlib-instruct": lambda: MatchTask("stdlib-instruct"),
     "conala": lambda: MatchTask("conala"),
     "codealpaca-py": lambda: MatchTask("codealpaca-py"),
@@ -23,9 +26,22 @@ TASKS: dict[str, Callable[[], Task]] = {
 }
 
 
-def get_task(name: str) -> Task:
+# Tasks whose data can come from a local file in the hub schema (--task-data NAME=FILE).
+WITH_DATA_FILES = {
+    "humanevalsynthesize-java": lambda f: HumanEvalPackJava("synthesize", f),
+    "humanevalfix-java": lambda f: HumanEvalPackJava("fix", f),
+    "conala": lambda f: MatchTask("conala", data_files=f),
+    "codealpaca-py": lambda f: MatchTask("codealpaca-py", data_files=f),
+}
+
+
+def get_task(name: str, data_files: str | None = None) -> Task:
     from codepeft.data import BUILTINS
 
+    if data_files is not None:
+        if name not in WITH_DATA_FILES:
+            raise CodepeftError(f"task {name!r} takes no data file; these do: {', '.join(WITH_DATA_FILES)}")
+        return WITH_DATA_FILES[name](data_files)
     if name in TASKS:
         return TASKS[name]()
     if name.endswith("-loss") and name[: -len("-loss")] in BUILTINS:
