@@ -128,3 +128,30 @@ def test_exec_cli_prints_one_json_object(tmp_path):
     assert result.exit_code == 0
     data = json.loads(result.output)
     assert data["outcome"] == "error" and data["exit_code"] == 0 and data["isolation"] in ("bwrap", "rlimits")
+
+
+def test_eval_cli_reads_task_data_from_a_local_file(tmp_path, tiny_model):
+    from conftest import FIXTURES
+
+    from codepeft.cli import app
+
+    out = tmp_path / "ev"
+    result = CliRunner().invoke(
+        app,
+        [
+            "eval",
+            str(tiny_model("llama")),
+            "--tasks",
+            "humanevalsynthesize-java",
+            "--max-new-tokens",
+            "8",
+            "--task-data",
+            f"humanevalsynthesize-java={FIXTURES / 'humanevalpack_java.jsonl'}",
+            "--output-dir",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / "humanevalsynthesize-java.json").read_text())
+    assert len(data["problems"]) == 2 and data["scores"]["pass@1"]["value"] == 0.0  # a random model's Java
+    assert all(s["outcome"] in ("compile_error", "failed", "error") for p in data["problems"] for s in p["samples"])

