@@ -247,3 +247,46 @@ def test_bottleneck_adapter_trains_on_8bit_base(tmp_path, tiny_model, train_file
     model, _, _ = load_run(result.run_dir, device="cpu")
     ids = torch.tensor([[5, 6, 7, 8]])
     torch.testing.assert_close(model(input_ids=ids).logits, result.model(input_ids=ids).logits)
+
+
+def test_prompt_tuning_text_init_starts_from_the_text_embedding(tmp_path, tiny_model, tiny_tokenizer):
+    from transformers import AutoModelForCausalLM
+
+    from codepeft.config import MethodSpec
+    from codepeft.methods import ApplyContext, apply_method
+
+    path = tiny_model("gpt_bigcode")
+    base = AutoModelForCausalLM.from_pretrained(path)
+    words = base.get_input_embeddings().weight.detach().clone()
+    text = "Generate Python code."
+    model = apply_method(
+        base,
+        MethodSpec(name="prompt", init="text", init_text=text, num_virtual_tokens=4),
+        ApplyContext(tokenizer_path=str(path)),
+    )
+    virtual = model.prompt_encoder["default"].embedding.weight.detach()
+    ids = tiny_tokenizer(text)["input_ids"]
+    expected = words[(ids * 4)[:4]]  # peft repeats / cuts the text's tokens to the number of virtual tokens
+    torch.testing.assert_close(virtual, expected)
+
+
+def test_tensorboard_logging(tmp_path, tiny_model, train_file):
+    pytest.importorskip("tensorboard")
+    result = train(_cfg(tiny_model, train_file, "gpt_bigcode", "train.report_to=[tensorboard]"), tmp_path / "tb")
+    events = list((result.run_dir / "tensorboard").rglob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0
+
+
+@pytest.mark.parametrize("arch", ["gpt_bigcode", "llama", "qwen2", "codegen", "t5"])
+def test_qlora_on_every_architecture(tmp_path, tiny_model, train_file, arch):
+    pytest.importorskip("bitsandbytes")
+    result = train(_cfg(tiny_model, train_file, arch, "method.name=qlora", "train.max_steps=8"), tmp_path / arch)
+    rows = [r["loss"] for r in _rows(result.run_dir) if "loss" in r]
+    assert rows[-1] < rows[0], rows
+    assert any(type(m).__name__ == "Linear4bit" for m in result.model.modules())
+    model, tok, _ = load_run(result.run_dir, device="cpu")
+    ids = torch.tensor([[5, 6, 7, 8]])
+    kwargs = {"decoder_input_ids": torch.tensor([[1, 5]])} if arch == "t5" else {}
+    torch.testing.assert_close(model(input_ids=ids, **kwargs).logits, result.model(input_ids=ids, **kwargs).logits)
+    out = model.generate(input_ids=ids, max_new_tokens=3, do_sample=False, pad_token_id=tok.pad_token_id)
+    assert out.shape[-1] > (0 if arch == "t5" else ids.shape[-1])
