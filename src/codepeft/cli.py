@@ -265,14 +265,17 @@ def _print_scores(results: dict[str, dict]) -> None:
         table.add_column(col)
     for name, r in results.items():
         for metric, s in r["scores"].items():
+            if "value" not in s:
+                continue  # nested breakdowns (per CWE) are in the JSON file
             ci = s.get("ci95")
+            value = "n/a" if s["value"] is None else f"{s['value']:.4f}"
             table.add_row(
                 name,
                 metric,
-                f"{s['value']:.4f}",
+                value,
                 f"[{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "-",
                 str(s.get("n", "-")),
-                str(s.get("problems", s.get("examples", "-"))),
+                str(s.get("problems", s.get("examples", s.get("samples", "-")))),
                 r.get("isolation", "-"),
             )
     console.print(table)

@@ -12,8 +12,10 @@ from codepeft.errors import CodepeftError
 from codepeft.execution import SandboxPool
 from codepeft.generation import GenerationSettings, make_backend
 from codepeft.tasks import get_task, render_prompt
+from codepeft.tasks.base import extract_code
 from codepeft.tasks.match import score_match
 from codepeft.tasks.scoring import score_execution
+from codepeft.tasks.security import judge
 
 
 def load_target(target: str, device: str = "auto"):
@@ -89,6 +91,13 @@ def evaluate(
             prompts = [task.text_prompt(p, fmt, tok) for p in problems]
             completions = gen.generate(prompts, replace(settings, stop=task.stop))
             result = score_match(problems, completions, ks)
+        elif task.kind == "security":
+            prompts = [render_prompt(task.prompt(p), fmt, tok) for p in problems]
+            completions = gen.generate(prompts, replace(settings, stop=task.stop))
+            result = judge(
+                problems,
+                [[extract_code(c, p["prompt"]) for c in cs] for p, cs in zip(problems, completions, strict=True)],
+            )
         elif hasattr(task, "describe_prompt"):
             result = _explain(task, problems, gen, settings, ks, pool, fmt, tok)
         else:
@@ -131,8 +140,6 @@ def _explain(task, problems, gen, settings, ks, pool, fmt, tok):
 
 
 def _join(problem, completion, task):
-    from codepeft.tasks.base import extract_code
-
     return extract_code(completion, task.prompt_from(problem, "").answer_prefix, problem["entry_point"])
 
 
@@ -171,6 +178,10 @@ def score_file(
     completions = [by_id[p["task_id"]] for p in problems]
     if task.kind == "match":
         result = score_match(problems, completions, ks)
+    elif task.kind == "security":
+        result = judge(
+            problems, [[extract_code(c, p["prompt"]) for c in cs] for p, cs in zip(problems, completions, strict=True)]
+        )
     else:
         result = score_execution(task, problems, completions, ks, SandboxPool(workers=workers))
     result = {"task": task.name, "samples_file": str(path), **result}

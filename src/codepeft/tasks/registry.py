@@ -12,6 +12,7 @@ from codepeft.tasks.humanevalfix import HumanEvalFix
 from codepeft.tasks.humanevalpack_java import HumanEvalPackJava
 from codepeft.tasks.loss import LossTask
 from codepeft.tasks.match import MatchTask
+from codepeft.tasks.security import Security
 
 TASKS: dict[str, Callable[[], Task]] = {
     "humaneval": HumanEval,
@@ -23,6 +24,7 @@ TASKS: dict[str, Callable[[], Task]] = {
     "conala": lambda: MatchTask("conala"),
     "codealpaca-py": lambda: MatchTask("codealpaca-py"),
     "stdlib-instruct-loss": lambda: LossTask("stdlib-instruct"),
+    "security-python": Security,
 }
 
 
