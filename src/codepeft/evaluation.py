@@ -16,6 +16,7 @@ from codepeft.tasks.base import extract_code
 from codepeft.tasks.match import score_match
 from codepeft.tasks.scoring import score_execution
 from codepeft.tasks.security import judge
+from codepeft.tasks.understanding import score_classification
 
 
 def load_target(target: str, device: str = "auto"):
@@ -91,6 +92,10 @@ def evaluate(
             prompts = [task.text_prompt(p, fmt, tok) for p in problems]
             completions = gen.generate(prompts, replace(settings, stop=task.stop))
             result = score_match(problems, completions, ks)
+        elif task.kind == "classification":
+            prompts = [render_prompt(task.prompt(p), fmt, tok) for p in problems]
+            completions = gen.generate(prompts, replace(settings, n=1, stop=task.stop))
+            result = score_classification(problems, completions)
         elif task.kind == "security":
             prompts = [render_prompt(task.prompt(p), fmt, tok) for p in problems]
             completions = gen.generate(prompts, replace(settings, stop=task.stop))
@@ -178,6 +183,8 @@ def score_file(
     completions = [by_id[p["task_id"]] for p in problems]
     if task.kind == "match":
         result = score_match(problems, completions, ks)
+    elif task.kind == "classification":
+        result = score_classification(problems, completions)
     elif task.kind == "security":
         result = judge(
             problems, [[extract_code(c, p["prompt"]) for c in cs] for p, cs in zip(problems, completions, strict=True)]

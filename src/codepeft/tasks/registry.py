@@ -13,6 +13,7 @@ from codepeft.tasks.humanevalpack_java import HumanEvalPackJava
 from codepeft.tasks.loss import LossTask
 from codepeft.tasks.match import MatchTask
 from codepeft.tasks.security import Security
+from codepeft.tasks.understanding import ClassificationTask
 
 TASKS: dict[str, Callable[[], Task]] = {
     "humaneval": HumanEval,
@@ -25,6 +26,12 @@ TASKS: dict[str, Callable[[], Task]] = {
     "codealpaca-py": lambda: MatchTask("codealpaca-py"),
     "stdlib-instruct-loss": lambda: LossTask("stdlib-instruct"),
     "security-python": Security,
+    "clone-detection": lambda: ClassificationTask("clone"),
+    "clone-detection-1shot": lambda: ClassificationTask("clone", shots=1),
+    "defect-detection": lambda: ClassificationTask("defect"),
+    "defect-detection-1shot": lambda: ClassificationTask("defect", shots=1),
+    "clone-detection-bigclonebench": lambda: ClassificationTask("clone", hub=True),
+    "defect-detection-devign": lambda: ClassificationTask("defect", hub=True),
 }
 
 
@@ -34,6 +41,8 @@ WITH_DATA_FILES = {
     "humanevalfix-java": lambda f: HumanEvalPackJava("fix", f),
     "conala": lambda f: MatchTask("conala", data_files=f),
     "codealpaca-py": lambda f: MatchTask("codealpaca-py", data_files=f),
+    "clone-detection-bigclonebench": lambda f: ClassificationTask("clone", data_files=f),
+    "defect-detection-devign": lambda f: ClassificationTask("defect", data_files=f),
 }
 
 
