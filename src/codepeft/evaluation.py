@@ -79,7 +79,7 @@ def evaluate(
     out = Path(output_dir) if output_dir else _default_dir(target, info)
     out.mkdir(parents=True, exist_ok=True)
     gen = make_backend(backend, model, tok, info["base_model"], None, info["family"])
-    pool = SandboxPool(workers=workers) if any(t.kind == "execution" for t in task_objs) else None
+    pool = SandboxPool(workers=workers) if any(t.kind in ("execution", "robustness") for t in task_objs) else None
     results = {}
     for task in task_objs:
         if hasattr(gen, "truncated_prompts"):
@@ -92,6 +92,8 @@ def evaluate(
             prompts = [task.text_prompt(p, fmt, tok) for p in problems]
             completions = gen.generate(prompts, replace(settings, stop=task.stop))
             result = score_match(problems, completions, ks)
+        elif task.kind == "robustness":
+            result = _robustness(task, problems, gen, settings, ks, pool, fmt, tok)
         elif task.kind == "classification":
             prompts = [render_prompt(task.prompt(p), fmt, tok) for p in problems]
             completions = gen.generate(prompts, replace(settings, n=1, stop=task.stop))
@@ -125,6 +127,18 @@ def evaluate(
         (out / f"{task.name}.json").write_text(json.dumps(result, indent=2))
         results[task.name] = result
     return results
+
+
+def _robustness(task, problems, gen, settings, ks, pool, fmt, tok):
+    items, index = task.expand(problems)
+    prompts = [render_prompt(task.prompt(p), fmt, tok) for p in items]
+    completions = gen.generate(prompts, replace(settings, stop=task.stop))
+    result = score_execution(task, items, completions, ks, pool)
+    passed = [[s["outcome"] == "passed" for s in r["samples"]] for r in result["problems"]]
+    for record, (_, name, variant) in zip(result["problems"], index, strict=True):
+        record.update(perturbation=name or "nominal", variant=variant)
+    result["scores"] = task.summarize(index, passed, ks)
+    return result
 
 
 def _explain(task, problems, gen, settings, ks, pool, fmt, tok):

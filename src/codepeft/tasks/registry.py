@@ -12,6 +12,7 @@ from codepeft.tasks.humanevalfix import HumanEvalFix
 from codepeft.tasks.humanevalpack_java import HumanEvalPackJava
 from codepeft.tasks.loss import LossTask
 from codepeft.tasks.match import MatchTask
+from codepeft.tasks.recode import ReCode
 from codepeft.tasks.security import Security
 from codepeft.tasks.understanding import ClassificationTask
 
@@ -26,6 +27,10 @@ TASKS: dict[str, Callable[[], Task]] = {
     "codealpaca-py": lambda: MatchTask("codealpaca-py"),
     "stdlib-instruct-loss": lambda: LossTask("stdlib-instruct"),
     "security-python": Security,
+    "recode-docstring": lambda: ReCode("docstring"),
+    "recode-function": lambda: ReCode("function"),
+    "recode-syntax": lambda: ReCode("syntax"),
+    "recode-format": lambda: ReCode("format"),
     "clone-detection": lambda: ClassificationTask("clone"),
     "clone-detection-1shot": lambda: ClassificationTask("clone", shots=1),
     "defect-detection": lambda: ClassificationTask("defect"),
