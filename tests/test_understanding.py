@@ -12,7 +12,7 @@ from codepeft.tasks.understanding import (
     offline_clones,
     offline_defects,
     parse_yes_no,
-    rename_identifiers,
+    rewrite,
     score_classification,
 )
 
@@ -50,20 +50,19 @@ def test_metrics_by_hand():
 
 def test_offline_sets_are_balanced_and_seeded():
     clones, defects = offline_clones(), offline_defects()
-    assert sum(r["label"] == "YES" for r in clones) * 2 == len(clones) == 328
+    assert sum(r["label"] == "YES" for r in clones) * 2 == len(clones) == 2 * (164 + 150)
     assert sum(r["label"] == "YES" for r in defects) * 2 == len(defects) >= 300
     assert offline_clones(0) == clones and offline_clones(1) != clones
     assert not any('"""' in r["code"] for r in defects)  # both sides printed the same way
 
 
-def test_renamed_clones_keep_semantics():
+def test_clone_rewrites_keep_semantics():
     from codepeft.tasks.humaneval import humaneval_problems, test_program
 
     problems = humaneval_problems()
-    jobs = [
-        (test_program(p, rename_identifiers(p["prompt"] + p["canonical_solution"], i)), "python", None)
-        for i, p in enumerate(problems)
-    ]
+    rewrites = [rewrite(p["prompt"] + p["canonical_solution"], i) for i, p in enumerate(problems)]
+    assert sum("while True" in r for r in rewrites) > 30  # loop forms really change
+    jobs = [(test_program(p, r), "python", None) for p, r in zip(problems, rewrites, strict=True)]
     results = SandboxPool(workers=2).map(jobs)
     assert [p["task_id"] for p, r in zip(problems, results, strict=True) if not r.passed] == []
 

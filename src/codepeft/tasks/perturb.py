@@ -10,9 +10,11 @@ the remaining statements are the reference continuation.
 from __future__ import annotations
 
 import ast
+import io
 import random
 import re
 import textwrap
+import tokenize
 from collections.abc import Callable
 
 Problem = dict
@@ -249,28 +251,30 @@ def operand_swap(problem, rng):
     return _transform_partial(problem, swap, rng)
 
 
-def for_to_while(problem, rng):
-    def convert(fn, rng):
-        for parent in ast.walk(fn):
-            for field in ("body", "orelse"):
-                stmts = getattr(parent, field, None)
-                if not isinstance(stmts, list):
-                    continue
-                for i, s in enumerate(stmts):
-                    if isinstance(s, ast.For) and not s.orelse and not _has_break_continue(s):
-                        it = f"_iter_{rng.randrange(1000)}"
-                        loop = ast.parse(
-                            f"{it} = iter(None)\nwhile True:\n    try:\n        _x = next({it})\n"
-                            "    except StopIteration:\n        break\n"
-                        ).body
-                        loop[0].value.args[0] = s.iter
-                        loop[1].body[0].body[0].targets[0] = s.target
-                        loop[1].body.extend(s.body)
-                        stmts[i : i + 1] = loop
-                        return True
-        return False
+def loops_to_while(fn: ast.AST, rng: random.Random) -> bool:
+    """Rewrite the first `for` loop (no else, break or continue) in `fn` as an equivalent `while`."""
+    for parent in ast.walk(fn):
+        for field in ("body", "orelse"):
+            stmts = getattr(parent, field, None)
+            if not isinstance(stmts, list):
+                continue
+            for i, s in enumerate(stmts):
+                if isinstance(s, ast.For) and not s.orelse and not _has_break_continue(s):
+                    it = f"_iter_{rng.randrange(1000)}"
+                    loop = ast.parse(
+                        f"{it} = iter(None)\nwhile True:\n    try:\n        _x = next({it})\n"
+                        "    except StopIteration:\n        break\n"
+                    ).body
+                    loop[0].value.args[0] = s.iter
+                    loop[1].body[0].body[0].targets[0] = s.target
+                    loop[1].body.extend(s.body)
+                    stmts[i : i + 1] = loop
+                    return True
+    return False
 
-    return _transform_partial(problem, convert, rng)
+
+def for_to_while(problem, rng):
+    return _transform_partial(problem, loops_to_while, rng)
 
 
 def _has_break_continue(loop: ast.For) -> bool:
@@ -331,6 +335,40 @@ def random_new_lines(problem, rng, prob=0.3):
     return {**problem, "prompt": "".join(out)}
 
 
+def split_long_line(problem, rng):
+    """Break the longest code line of the partial code at a token boundary with a backslash."""
+    text = problem["prompt"]
+    lines = text.splitlines(keepends=True)
+    try:
+        tokens = list(tokenize.generate_tokens(io.StringIO(text).readline))
+    except (tokenize.TokenError, SyntaxError):
+        return None
+    skip = {tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT, tokenize.ENDMARKER}
+    by_line: dict[int, list] = {}
+    for tok in tokens:
+        if tok.type not in skip and tok.start[0] == tok.end[0]:
+            by_line.setdefault(tok.start[0], []).append(tok)
+    multiline_strings = {
+        n
+        for tok in tokens
+        if tok.type == tokenize.STRING
+        for n in range(tok.start[0], tok.end[0] + 1)
+        if tok.start[0] != tok.end[0]
+    }
+    candidates = [
+        (len(lines[n - 1]), n) for n, toks in by_line.items() if len(toks) >= 4 and n not in multiline_strings
+    ]
+    if not candidates:
+        return None
+    _, line_no = max(candidates)
+    toks = by_line[line_no]
+    col = toks[rng.randrange(1, len(toks))].start[1]  # between two tokens, never inside one
+    line = lines[line_no - 1]
+    indent = line[: len(line) - len(line.lstrip())]
+    lines[line_no - 1] = line[:col].rstrip() + " \\\n" + indent + "    " + line[col:]
+    return {**problem, "prompt": "".join(lines)}
+
+
 def new_line_after_code(problem, rng):
     return {**problem, "prompt": problem["prompt"] + "\n"}
 
@@ -368,6 +406,7 @@ PERTURBATIONS: dict[str, dict[str, tuple[Callable, bool]]] = {
     },
     "format": {
         "tab_indent": (tab_indent, False),
+        "split_long_line": (split_long_line, True),
         "docstring_to_comments": (docstring_to_comments, False),
         "random_new_lines": (random_new_lines, True),
         "new_line_after_code": (new_line_after_code, False),

@@ -5,9 +5,12 @@ Offline data (seeded, balanced):
 - defect-detection: HumanEval canonical solutions (NO) and their test-verified mutation bugs
   from humanevalfix-python (YES), both re-printed by `ast.unparse` without docstrings so the
   layout gives nothing away.
-- clone-detection: HumanEval solutions paired with a semantics-preserving rewrite of
-  themselves (identifiers renamed consistently, re-formatted) as clones (YES), and with a
-  different solution of the closest length as non-clones (NO).
+- clone-detection: HumanEval solutions and 150 functions of stdlib-instruct's test split,
+  each paired with a semantics-preserving rewrite of itself (identifiers renamed
+  consistently, `for` loops turned into `while` loops, re-printed) as a clone (YES), and with
+  a different function of similar length from the same source as a non-clone (NO). There is
+  one reference solution per problem offline, so "different solutions to the same problem"
+  come only with BigCloneBench.
 Real data: BigCloneBench and Devign in their CodeXGLUE schemas, from the hub or `--task-data`.
 """
 
@@ -21,6 +24,7 @@ from pathlib import Path
 from codepeft.data.records import read_file, read_hub
 from codepeft.errors import CodepeftError
 from codepeft.tasks.base import Prompt, Task
+from codepeft.tasks.perturb import loops_to_while
 
 CLONE_QUESTION = "Is there a clone relation between the two code fragments below? Respond YES or NO."
 DEFECT_QUESTION = "Is there a defect in the code below? Respond YES or NO."
@@ -118,17 +122,38 @@ def offline_defects(seed: int = 0) -> list[dict]:
     return rows
 
 
-def offline_clones(seed: int = 0) -> list[dict]:
-    functions = _humaneval_functions()
+def _stdlib_functions(count: int, seed: int) -> list[tuple[str, str]]:
+    from codepeft.config import DatasetSpec
+    from codepeft.data import load_examples
+
+    out = []
+    for i, ex in enumerate(load_examples(DatasetSpec(source="stdlib-instruct", split="test"), "test")):
+        try:
+            out.append((f"stdlib/{ex['module']}/{i}", without_docstrings(ex["instruction"] + ex["output"])))
+        except SyntaxError:
+            continue
+    random.Random(seed).shuffle(out)
+    return out[:count]
+
+
+def rewrite(code: str, seed: int) -> str:
+    """A semantics-preserving rewrite: identifiers renamed, a for loop made a while loop, re-printed."""
+    tree = ast.parse(rename_identifiers(code, seed))
+    loops_to_while(tree, random.Random(seed))
+    return ast.unparse(tree)
+
+
+def offline_clones(seed: int = 0, stdlib_count: int = 150) -> list[dict]:
+    """Clones: each function vs its rewrite; non-clones: vs one of the three closest in length
+    from the same source (HumanEval solutions, or functions of stdlib-instruct's test split)."""
     rng = random.Random(seed)
     rows = []
-    for i, (task_id, code) in enumerate(functions):
-        rows.append(
-            {"id": f"{task_id}/clone", "code1": code, "code2": rename_identifiers(code, seed + i), "label": "YES"}
-        )
-        others = sorted((abs(len(c) - len(code)), t, c) for t, c in functions if t != task_id)
-        _, other_id, other = others[rng.randrange(3)]  # one of the three closest in length
-        rows.append({"id": f"{task_id}/vs/{other_id}", "code1": code, "code2": other, "label": "NO"})
+    for pool in (_humaneval_functions(), _stdlib_functions(stdlib_count, seed)):
+        for i, (fid, code) in enumerate(pool):
+            rows.append({"id": f"{fid}/clone", "code1": code, "code2": rewrite(code, seed + i), "label": "YES"})
+            others = sorted((abs(len(c) - len(code)), t, c) for t, c in pool if t != fid)
+            _, other_id, other = others[rng.randrange(3)]
+            rows.append({"id": f"{fid}/vs/{other_id}", "code1": code, "code2": other, "label": "NO"})
     rng.shuffle(rows)
     return rows
 
