@@ -155,3 +155,26 @@ def test_eval_cli_reads_task_data_from_a_local_file(tmp_path, tiny_model):
     data = json.loads((out / "humanevalsynthesize-java.json").read_text())
     assert len(data["problems"]) == 2 and data["scores"]["pass@1"]["value"] == 0.0  # a random model's Java
     assert all(s["outcome"] in ("compile_error", "failed", "error") for p in data["problems"] for s in p["samples"])
+
+
+def test_finished_rows_leave_the_batch(tiny_model, monkeypatch):
+    model, tok = _load(tiny_model, "llama")
+    backend = HFBackend(model, tok)
+    settings = GenerationSettings(max_new_tokens=12, batch_size=3, stop=["e"])
+    monkeypatch.setattr(HFBackend, "compacting", property(lambda self: False))
+    reference = backend.generate(PROMPTS, settings, progress=False)
+    monkeypatch.undo()
+
+    sizes = []
+    original = model.generate
+
+    def recording(*args, **kwargs):
+        sizes.append(kwargs["input_ids"].shape[0])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(model, "generate", recording)
+    monkeypatch.setattr(HFBackend, "CHUNK", 2)
+    assert backend.generate(PROMPTS, settings, progress=False) == reference  # same text, chunk by chunk
+    assert sizes[0] == 3 and len(sizes) > 1
+    assert sizes == sorted(sizes, reverse=True)
+    assert min(sizes) < 3  # rows that reached the stop string ("e" is frequent) stopped costing compute

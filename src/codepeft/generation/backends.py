@@ -56,6 +56,55 @@ class HFBackend:
         self.virtual_tokens = getattr(peft_config, "num_virtual_tokens", 0) or 0
         self.truncated_prompts = 0  # prompts cut on the left to fit the context window
 
+    @property
+    def compacting(self) -> bool:
+        # Virtual-token methods rewrite the inputs inside peft's generate; encoder-decoders keep a
+        # cross-attention cache: both generate in one call (finished rows then ride along as padding).
+        return not self.encoder_decoder and self.virtual_tokens == 0
+
+    def _generate_compacting(self, enc: dict, kwargs: dict, stop: list[str]) -> list[str]:
+        """Generate in chunks of CHUNK tokens and drop finished rows (and their KV cache) between
+        chunks, so a finished sample stops costing compute."""
+        tok = self.tokenizer
+        n = kwargs.pop("num_return_sequences")
+        total = kwargs.pop("max_new_tokens")
+        ids = enc["input_ids"].repeat_interleave(n, dim=0)
+        mask = enc["attention_mask"].repeat_interleave(n, dim=0)
+        start = ids.shape[1]
+        rows = list(range(ids.shape[0]))
+        texts: list[str] = [""] * len(rows)
+        cache, produced = None, 0
+        while rows and produced < total:
+            step = min(self.CHUNK, total - produced)
+            out = self.model.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                past_key_values=cache,
+                max_new_tokens=step,
+                return_dict_in_generate=True,
+                **kwargs,
+            )
+            seqs, cache = out.sequences, out.past_key_values
+            produced += step
+            new = seqs[:, start:]
+            decoded = tok.batch_decode(new, skip_special_tokens=True)
+            keep = []
+            for i, (row, text) in enumerate(zip(rows, decoded, strict=True)):
+                texts[row] = text
+                ended = (new[i] == tok.eos_token_id).any().item() or new.shape[1] < produced
+                if not ended and not any(s in text for s in stop):
+                    keep.append(i)
+            mask = torch.cat([mask, torch.ones_like(seqs[:, mask.shape[1] :])], dim=1)
+            if len(keep) < len(rows) and keep:
+                index = torch.tensor(keep, device=seqs.device)
+                cache.batch_select_indices(index)
+                seqs, mask = seqs[index], mask[index]
+            rows = [rows[i] for i in keep]
+            ids = seqs
+        return texts
+
+    CHUNK = 32  # tokens generated between two compactions of the batch
+
     def _prompt_budget(self, max_new_tokens: int) -> int | None:
         if self.context is None or self.encoder_decoder:
             return None
@@ -108,9 +157,12 @@ class HFBackend:
                 kwargs.update(stop_strings=settings.stop, tokenizer=tok)
             torch.manual_seed(settings.seed + b)
             with torch.no_grad():
-                out = self.model.generate(**enc, **kwargs)
-            new = out if self.encoder_decoder else out[:, enc["input_ids"].shape[1] :]
-            texts = tok.batch_decode(new, skip_special_tokens=True)
+                if self.compacting:
+                    texts = self._generate_compacting(enc, kwargs, settings.stop)
+                else:
+                    out = self.model.generate(**enc, **kwargs)
+                    new = out if self.encoder_decoder else out[:, enc["input_ids"].shape[1] :]
+                    texts = tok.batch_decode(new, skip_special_tokens=True)
             per_prompt = 1 if settings.greedy else settings.n
             for j, i in enumerate(idx):
                 samples = texts[j * per_prompt : (j + 1) * per_prompt]
