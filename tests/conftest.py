@@ -63,3 +63,14 @@ TRAIN_ROWS = [
 def train_file(tmp_path) -> Path:
     """A tiny, fixed instruction set: easy to fit in a few steps."""
     return write_jsonl(tmp_path / "train.jsonl", TRAIN_ROWS)
+
+
+def run_eval(model_dir, tasks: str, out: Path, *extra: str):
+    """`codepeft eval` as a user runs it; returns the printed output and each task's result file."""
+    from typer.testing import CliRunner
+
+    from codepeft.cli import app
+
+    result = CliRunner().invoke(app, ["eval", str(model_dir), "--tasks", tasks, "--output-dir", str(out), *extra])
+    assert result.exit_code == 0, result.output
+    return result.output, {t: json.loads((out / f"{t}.json").read_text()) for t in tasks.split(",")}

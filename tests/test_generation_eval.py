@@ -133,26 +133,19 @@ def test_exec_cli_prints_one_json_object(tmp_path):
 def test_eval_cli_reads_task_data_from_a_local_file(tmp_path, tiny_model):
     from conftest import FIXTURES
 
-    from codepeft.cli import app
-
     out = tmp_path / "ev"
-    result = CliRunner().invoke(
-        app,
-        [
-            "eval",
-            str(tiny_model("llama")),
-            "--tasks",
-            "humanevalsynthesize-java",
-            "--max-new-tokens",
-            "8",
-            "--task-data",
-            f"humanevalsynthesize-java={FIXTURES / 'humanevalpack_java.jsonl'}",
-            "--output-dir",
-            str(out),
-        ],
+    from conftest import run_eval
+
+    output, results = run_eval(
+        str(tiny_model("llama")),
+        "humanevalsynthesize-java",
+        out,
+        "--max-new-tokens",
+        "8",
+        "--task-data",
+        f"humanevalsynthesize-java={FIXTURES / 'humanevalpack_java.jsonl'}",
     )
-    assert result.exit_code == 0, result.output
-    data = json.loads((out / "humanevalsynthesize-java.json").read_text())
+    data = results["humanevalsynthesize-java"]
     assert len(data["problems"]) == 2 and data["scores"]["pass@1"]["value"] == 0.0  # a random model's Java
     assert all(s["outcome"] in ("compile_error", "failed", "error") for p in data["problems"] for s in p["samples"])
 

@@ -75,30 +75,14 @@ def test_robust_metrics_sampled_by_hand():
 
 
 def test_recode_through_eval(tmp_path, tiny_model):
-    import json
-
-    from typer.testing import CliRunner
-
-    from codepeft.cli import app
 
     out = tmp_path / "ev"
-    result = CliRunner().invoke(
-        app,
-        [
-            "eval",
-            str(tiny_model("gpt_bigcode")),
-            "--tasks",
-            "recode-format",
-            "--limit",
-            "2",
-            "--max-new-tokens",
-            "8",
-            "--output-dir",
-            str(out),
-        ],
+    from conftest import run_eval
+
+    output, results = run_eval(
+        str(tiny_model("gpt_bigcode")), "recode-format", out, "--limit", "2", "--max-new-tokens", "8"
     )
-    assert result.exit_code == 0, result.output
-    data = json.loads((out / "recode-format.json").read_text())
+    data = results["recode-format"]
     assert {"robust_pass@1", "robust_drop@1", "robust_relative@1", "nominal@1"} <= set(data["scores"])
     assert set(data["scores"]["per_perturbation@1"]) <= set(PERTURBATIONS["format"])
     assert {r["perturbation"] for r in data["problems"]} >= {"nominal", "tab_indent"}

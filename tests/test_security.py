@@ -39,30 +39,14 @@ def test_invalid_completions_count_against_validity_not_insecurity():
 
 
 def test_security_task_runs_through_eval(tmp_path, tiny_model):
-    import json
-
-    from typer.testing import CliRunner
-
-    from codepeft.cli import app
 
     assert get_task("security-python").kind == "security"
     out = tmp_path / "ev"
-    result = CliRunner().invoke(
-        app,
-        [
-            "eval",
-            str(tiny_model("gpt_bigcode")),
-            "--tasks",
-            "security-python",
-            "--limit",
-            "3",
-            "--max-new-tokens",
-            "8",
-            "--output-dir",
-            str(out),
-        ],
+    from conftest import run_eval
+
+    output, results = run_eval(
+        str(tiny_model("gpt_bigcode")), "security-python", out, "--limit", "3", "--max-new-tokens", "8"
     )
-    assert result.exit_code == 0, result.output
-    data = json.loads((out / "security-python.json").read_text())
+    data = results["security-python"]
     assert len(data["problems"]) == 3 and "per_cwe" in data["scores"]
-    assert "valid_rate" in result.output
+    assert "valid_rate" in output

@@ -87,29 +87,13 @@ def test_one_shot_prompt_carries_an_example_not_in_the_set():
 
 
 def test_classification_through_eval(tmp_path, tiny_model):
-    import json
-
-    from typer.testing import CliRunner
-
-    from codepeft.cli import app
 
     out = tmp_path / "ev"
-    result = CliRunner().invoke(
-        app,
-        [
-            "eval",
-            str(tiny_model("llama")),
-            "--tasks",
-            "clone-detection,defect-detection",
-            "--limit",
-            "4",
-            "--max-new-tokens",
-            "4",
-            "--output-dir",
-            str(out),
-        ],
+    from conftest import run_eval
+
+    output, results = run_eval(
+        str(tiny_model("llama")), "clone-detection,defect-detection", out, "--limit", "4", "--max-new-tokens", "4"
     )
-    assert result.exit_code == 0, result.output
-    data = json.loads((out / "defect-detection.json").read_text())
+    data = results["defect-detection"]
     assert set(data["scores"]) >= {"accuracy", "macro_f1", "valid_rate", "accuracy_valid"}
     assert len(data["problems"]) == 4
