@@ -231,7 +231,7 @@ def test_lora_parameter_count_is_analytic(tiny_model, arch):
     from codepeft.methods import apply_method, count_parameters
     from codepeft.models.architectures import ARCHITECTURES, target_matches
 
-    path = tiny_model(arch) if arch in CORE_ARCHS + ("starcoder2", "gpt2", "gpt_neox") else None
+    path = tiny_model(arch)
     auto = AutoModelForSeq2SeqLM if AutoConfig.from_pretrained(path).is_encoder_decoder else AutoModelForCausalLM
     base = auto.from_pretrained(path)
     r = 4

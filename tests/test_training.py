@@ -60,10 +60,10 @@ def test_run_directory_holds_everything(tmp_path, tiny_model, train_file):
     cfg = _cfg(tiny_model, train_file)
     _, tok, _ = load_run(d, device="cpu")
     train_ds, _ = build_datasets(cfg.data, tok, False, 0)
-    lengths = [len(r["input_ids"]) for r in train_ds]
-    seen = sum(lengths[(i * 4) % len(lengths)] for i in range(24)) if len(lengths) % 4 == 0 else None
-    if seen is not None:
-        assert cost["train_tokens"] == seen
+    # 23 training rows (one of 24 held out), batches of 4: 6 steps are exactly one epoch,
+    # so every row's real tokens are counted once, whatever the shuffle order
+    assert len(train_ds) == 23
+    assert cost["train_tokens"] == sum(len(r["input_ids"]) for r in train_ds)
     # a plain peft adapter, loadable without codepeft
     base = AutoModelForCausalLM.from_pretrained(tiny_model("gpt_bigcode"))
     PeftModel.from_pretrained(base, d / "adapter")

@@ -88,29 +88,18 @@ def evaluate(
         started = time.perf_counter()
         if task.kind == "loss":
             result = task.evaluate_loss(model, tok, problems, fmt, batch_size=settings.batch_size)
-        elif task.kind == "match":
-            prompts = [task.text_prompt(p, fmt, tok) for p in problems]
-            completions = gen.generate(prompts, replace(settings, stop=task.stop))
-            result = score_match(problems, completions, ks)
         elif task.kind == "robustness":
             result = _robustness(task, problems, gen, settings, ks, pool, fmt, tok)
-        elif task.kind == "classification":
-            prompts = [render_prompt(task.prompt(p), fmt, tok) for p in problems]
-            completions = gen.generate(prompts, replace(settings, n=1, stop=task.stop))
-            result = score_classification(problems, completions)
-        elif task.kind == "security":
-            prompts = [render_prompt(task.prompt(p), fmt, tok) for p in problems]
-            completions = gen.generate(prompts, replace(settings, stop=task.stop))
-            result = judge(
-                problems,
-                [[extract_code(c, p["prompt"]) for c in cs] for p, cs in zip(problems, completions, strict=True)],
-            )
         elif hasattr(task, "describe_prompt"):
             result = _explain(task, problems, gen, settings, ks, pool, fmt, tok)
         else:
-            prompts = [render_prompt(task.prompt(p), fmt, tok) for p in problems]
-            completions = gen.generate(prompts, replace(settings, stop=task.stop))
-            result = score_execution(task, problems, completions, ks, pool)
+            prompts = [
+                task.text_prompt(p, fmt, tok) if task.kind == "match" else render_prompt(task.prompt(p), fmt, tok)
+                for p in problems
+            ]
+            n = 1 if task.kind == "classification" else settings.n  # one answer per question
+            completions = gen.generate(prompts, replace(settings, n=n, stop=task.stop))
+            result = _score(task, problems, completions, ks, pool)
             for record, prompt in zip(result["problems"], prompts, strict=True):
                 record["prompt"] = prompt
         result = {
@@ -127,6 +116,18 @@ def evaluate(
         (out / f"{task.name}.json").write_text(json.dumps(result, indent=2))
         results[task.name] = result
     return results
+
+
+def _score(task, problems: list[dict], completions: list[list[str]], ks: list[int], pool) -> dict:
+    """Score completions by the task's kind; shared by `evaluate` and `score_file`."""
+    if task.kind == "match":
+        return score_match(problems, completions, ks)
+    if task.kind == "classification":
+        return score_classification(problems, completions)
+    if task.kind == "security":
+        programs = [[extract_code(c, p["prompt"]) for c in cs] for p, cs in zip(problems, completions, strict=True)]
+        return judge(problems, programs)
+    return score_execution(task, problems, completions, ks, pool)
 
 
 def _robustness(task, problems, gen, settings, ks, pool, fmt, tok):
@@ -195,16 +196,8 @@ def score_file(
     if unknown:
         raise CodepeftError(f"{path}: task ids not in {task.name}: {sorted(unknown)[:5]}")
     completions = [by_id[p["task_id"]] for p in problems]
-    if task.kind == "match":
-        result = score_match(problems, completions, ks)
-    elif task.kind == "classification":
-        result = score_classification(problems, completions)
-    elif task.kind == "security":
-        result = judge(
-            problems, [[extract_code(c, p["prompt"]) for c in cs] for p, cs in zip(problems, completions, strict=True)]
-        )
-    else:
-        result = score_execution(task, problems, completions, ks, SandboxPool(workers=workers))
+    pool = SandboxPool(workers=workers) if task.kind == "execution" else None
+    result = _score(task, problems, completions, ks, pool)
     result = {"task": task.name, "samples_file": str(path), **result}
     out = Path(output_dir) if output_dir else path.parent / "eval"
     out.mkdir(parents=True, exist_ok=True)

@@ -36,6 +36,19 @@ def split_prompt(problem: dict) -> tuple[str, str, str]:
     return declaration, doc, signature
 
 
+def without_docstrings(code: str, name: str | None = None) -> str:
+    """The code re-printed by ast.unparse without docstrings (only function `name`'s, if given)."""
+    tree = ast.parse(code)
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+            and (name is None or node.name == name)
+            and ast.get_docstring(node) is not None
+        ):
+            node.body = node.body[1:] or [ast.Pass()]
+    return ast.unparse(tree)
+
+
 def test_program(problem: dict, solution: str) -> str:
     """Solution code followed by the problem's tests and the call that runs them."""
     return f"{solution}\n\n{problem['test']}\n\ncheck({problem['entry_point']})\n"

@@ -10,26 +10,17 @@ docs/tasks.md.
 
 from __future__ import annotations
 
-import ast
 import functools
 import json
 from pathlib import Path
 
 from codepeft.execution import SandboxPool
 from codepeft.tasks.base import Prompt, Task
-from codepeft.tasks.humaneval import humaneval_problems, split_prompt, test_program
+from codepeft.tasks.humaneval import humaneval_problems, split_prompt, test_program, without_docstrings
 from codepeft.tasks.mutation import mutants
 
 DATA = Path(__file__).parent / "data" / "humanevalfix_python.jsonl"
 DEFAULT_SEED = 0
-
-
-def _strip_docstring(code: str, name: str) -> str:
-    tree = ast.parse(code)
-    for node in ast.walk(tree):
-        if isinstance(node, ast.FunctionDef) and node.name == name and ast.get_docstring(node) is not None:
-            node.body = node.body[1:] or [ast.Pass()]
-    return ast.unparse(tree)
 
 
 def build_bugs(seed: int = DEFAULT_SEED, problems: list[dict] | None = None, pool: SandboxPool | None = None):
@@ -40,7 +31,7 @@ def build_bugs(seed: int = DEFAULT_SEED, problems: list[dict] | None = None, poo
         name = problem["entry_point"]
         correct = problem["prompt"] + problem["canonical_solution"]
         for op, mutated in mutants(correct, name, seed * 1000 + k):
-            buggy = _strip_docstring(mutated, name)
+            buggy = without_docstrings(mutated, name)
             result = pool.map([(test_program(problem, buggy), "python", None)])[0]
             if result.outcome.value in ("failed", "error"):
                 bugs.append(

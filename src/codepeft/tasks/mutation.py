@@ -7,7 +7,6 @@ operator order and the site, so the bug set is reproducible from the seed.
 from __future__ import annotations
 
 import ast
-import copy
 import random
 from collections.abc import Callable
 
@@ -140,9 +139,7 @@ def mutants(code: str, name: str, seed: int, tries: int = 3):
     seen = set()
     for _ in range(tries):
         for op in order:
-            tree, _ = function_source(code, name)
-            tree = copy.deepcopy(tree)
-            fn = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == name)
+            tree, fn = function_source(code, name)  # a fresh parse for every candidate
             if not OPERATORS[op](fn, rng):
                 continue
             try:

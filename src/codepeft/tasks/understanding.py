@@ -19,11 +19,13 @@ from __future__ import annotations
 import ast
 import random
 import re
+from functools import cached_property
 from pathlib import Path
 
 from codepeft.data.records import read_file, read_hub
 from codepeft.errors import CodepeftError
 from codepeft.tasks.base import Prompt, Task
+from codepeft.tasks.humaneval import without_docstrings
 from codepeft.tasks.perturb import loops_to_while
 
 CLONE_QUESTION = "Is there a clone relation between the two code fragments below? Respond YES or NO."
@@ -66,14 +68,6 @@ def classification_scores(gold: list[str], predicted: list[str | None]) -> dict:
         "accuracy_valid": {"value": accuracy_valid, "examples": len(valid)},
         "macro_f1_valid": {"value": f1_valid, "examples": len(valid)},
     }
-
-
-def without_docstrings(code: str) -> str:
-    tree = ast.parse(code)
-    for node in ast.walk(tree):
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) and ast.get_docstring(node):
-            node.body = node.body[1:] or [ast.Pass()]
-    return ast.unparse(tree)
 
 
 class _Renamer(ast.NodeTransformer):
@@ -192,6 +186,7 @@ class ClassificationTask(Task):
         )
         self.detect, self.shots, self.data_files, self.hub = kind, shots, data_files, hub or data_files is not None
 
+    @cached_property
     def _rows(self) -> list[dict]:
         if not self.hub:
             return offline_clones() if self.detect == "clone" else offline_defects()
@@ -210,12 +205,14 @@ class ClassificationTask(Task):
                 raise CodepeftError(f"{where}: missing field {err.args[0]!r} of the CodeXGLUE schema") from None
         return rows
 
+    @cached_property
+    def examples(self) -> list[dict]:
+        """The solved examples of a few-shot prompt: the first row of each label, in turn."""
+        return [next(r for r in self._rows if r["label"] == lab) for lab in ("YES", "NO")][: self.shots]
+
     def problems(self):
-        rows = self._rows()
-        # The one-shot example is taken out of the evaluated set (the first row of each label).
-        self.examples = [next(r for r in rows if r["label"] == lab) for lab in ("YES", "NO")][: self.shots]
-        used = {r["id"] for r in self.examples}
-        return [{"task_id": r["id"], **r} for r in rows if r["id"] not in used]
+        used = {r["id"] for r in self.examples}  # an example is never also a question
+        return [{"task_id": r["id"], **r} for r in self._rows if r["id"] not in used]
 
     def _body(self, row: dict) -> str:
         if self.detect == "clone":
@@ -224,9 +221,7 @@ class ClassificationTask(Task):
 
     def prompt(self, problem):
         question = CLONE_QUESTION if self.detect == "clone" else DEFECT_QUESTION
-        shots = "".join(
-            f"{question}\n\n{self._body(e)}\n\nAnswer: {e['label']}\n\n" for e in getattr(self, "examples", [])
-        )
+        shots = "".join(f"{question}\n\n{self._body(e)}\n\nAnswer: {e['label']}\n\n" for e in self.examples)
         instruction = f"{shots}{question}\n\n{self._body(problem)}"
         return Prompt(instruction=instruction, answer_prefix="", plain=f"{instruction}\n\nAnswer:")
 
