@@ -222,8 +222,11 @@ def eval_cmd(
     output_dir: Path = typer.Option(None, "--output-dir"),
     device: str = typer.Option("auto"),
     task_data: list[str] = typer.Option([], "--task-data", help="TASK=FILE: a local copy of a task's hub data."),
+    method: str = typer.Option(None, "--method", help="A prompting baseline: icl or rag (codepeft methods icl)."),
+    method_opt: list[str] = typer.Option([], "--method-opt", help="KEY=VALUE option of --method: shots=3"),
 ) -> None:
     """Generate, post-process and score; writes one JSON per task and prints a summary."""
+    from codepeft.config import parse_scalar
     from codepeft.evaluation import evaluate
     from codepeft.generation import GenerationSettings
 
@@ -242,25 +245,29 @@ def eval_cmd(
             backend,
             workers,
             device,
-            _pairs(task_data),
+            _pairs(task_data, "--task-data"),
+            method,
+            {k: parse_scalar(v) for k, v in _pairs(method_opt, "--method-opt").items()},
         )
     except CodepeftError as err:
         _fail(err)
     _print_scores(results)
 
 
-def _pairs(items: list[str]) -> dict[str, str]:
+def _pairs(items: list[str], flag: str) -> dict[str, str]:
     out = {}
     for item in items:
         if "=" not in item:
-            raise CodepeftError(f"--task-data expects TASK=FILE, got {item!r}")
+            raise CodepeftError(f"{flag} expects KEY=VALUE, got {item!r}")
         name, path = item.split("=", 1)
         out[name.strip()] = path.strip()
     return out
 
 
 def _print_scores(results: dict[str, dict]) -> None:
-    table = Table(title="scores")
+    first = next(iter(results.values()), {})
+    label = first.get("target", {}).get("method_label")
+    table = Table(title=f"scores: {label}" if label else "scores")
     for col in ("task", "metric", "value", "95% CI", "n", "problems", "isolation"):
         table.add_column(col)
     for name, r in results.items():
@@ -269,6 +276,8 @@ def _print_scores(results: dict[str, dict]) -> None:
                 continue  # nested breakdowns (per CWE) are in the JSON file
             ci = s.get("ci95")
             value = "n/a" if s["value"] is None else f"{s['value']:.4f}"
+            if s.get("sd") is not None:
+                value += f" ± {s['sd']:.4f} ({len(s['per_seed'])} seeds)"
             table.add_row(
                 name,
                 metric,

@@ -107,7 +107,7 @@ class RunConfig(_Strict):
     train: TrainSpec = Field(default_factory=TrainSpec)
 
 
-def _parse_scalar(text: str) -> Any:
+def parse_scalar(text: str) -> Any:
     # YAML rules, so `--set train.max_steps=50` gives an int and `--set model.quantization=4bit` a string.
     return yaml.safe_load(text) if text != "" else ""
 
@@ -125,9 +125,9 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             node = _child(node, part, key)
         last = parts[-1]
         if isinstance(node, list):
-            node[_index(node, last, key)] = _parse_scalar(value)
+            node[_index(node, last, key)] = parse_scalar(value)
         else:
-            node[last] = _parse_scalar(value)
+            node[last] = parse_scalar(value)
     return result
 
 

@@ -6,13 +6,17 @@ import json
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
+from typing import Any
 
+from codepeft.baselines import Baseline, TaskPrompt, make_baseline
 from codepeft.config import ModelSpec
+from codepeft.data.formats import query_text
 from codepeft.errors import CodepeftError
 from codepeft.execution import SandboxPool
 from codepeft.generation import GenerationSettings, make_backend
+from codepeft.metrics import over_seeds
 from codepeft.tasks import get_task, render_prompt
-from codepeft.tasks.base import extract_code
+from codepeft.tasks.base import Prompt, extract_code
 from codepeft.tasks.match import score_match
 from codepeft.tasks.scoring import score_execution
 from codepeft.tasks.security import judge
@@ -37,6 +41,8 @@ def load_target(target: str, device: str = "auto"):
                 "method": info["method"]["name"],
                 "family": info["method"]["family"],
                 "base_model": info["base_model"],
+                "serve_model": str(path / "model") if (path / "model").is_dir() else info["base_model"],
+                "adapter_dir": str(path / "adapter") if info["method"]["family"] == "lora" else None,
             },
         )
     model, tok = load_model(ModelSpec(name_or_path=target, device=device))
@@ -51,6 +57,7 @@ def load_target(target: str, device: str = "auto"):
             "method": "zero-shot",
             "family": None,
             "base_model": target,
+            "serve_model": target,
         },
     )
 
@@ -67,47 +74,55 @@ def evaluate(
     workers: int = 2,
     device: str = "auto",
     task_data: dict[str, str] | None = None,
+    method: str | None = None,
+    method_options: dict[str, Any] | None = None,
 ) -> dict[str, dict]:
-    """Evaluate `target` on every task; writes OUTPUT_DIR/<task>.json and returns the results."""
+    """Evaluate `target` on every task; writes OUTPUT_DIR/<task>.json and returns the results.
+
+    `method` names a prompting baseline of the method registry (`icl`, `rag`) with its options;
+    tuned methods are evaluated through their run directory instead."""
     task_data = task_data or {}
     task_objs = [get_task(t, task_data.get(t)) for t in tasks]  # unknown task names fail before the model loads
+    baseline = make_baseline(method, method_options or {}) if method else None
     bad_k = [k for k in ks if k > settings.n]
     if bad_k and any(t.kind != "loss" for t in task_objs):
         raise CodepeftError(f"k={bad_k} needs at least that many samples per problem: raise --n to {max(bad_k)}")
     model, tok, info = load_target(target, device)
+    if baseline is not None:
+        info = {**info, "method": baseline.name, "method_label": baseline.label(), "method_options": baseline.options}
     fmt = prompt_format or info["format"]
     out = Path(output_dir) if output_dir else _default_dir(target, info)
     out.mkdir(parents=True, exist_ok=True)
-    gen = make_backend(backend, model, tok, info["base_model"], None, info["family"])
+    gen = make_backend(backend, model, tok, info.get("serve_model"), info.get("adapter_dir"), info["family"])
     pool = SandboxPool(workers=workers) if any(t.kind in ("execution", "robustness") for t in task_objs) else None
     results = {}
     for task in task_objs:
-        if hasattr(gen, "truncated_prompts"):
-            gen.truncated_prompts = 0
         problems = task.problems()[:limit] if limit else task.problems()
         started = time.perf_counter()
-        if task.kind == "loss":
-            result = task.evaluate_loss(model, tok, problems, fmt, batch_size=settings.batch_size)
-        elif task.kind == "robustness":
-            result = _robustness(task, problems, gen, settings, ks, pool, fmt, tok)
-        elif hasattr(task, "describe_prompt"):
-            result = _explain(task, problems, gen, settings, ks, pool, fmt, tok)
-        else:
-            prompts = [
-                task.text_prompt(p, fmt, tok) if task.kind == "match" else render_prompt(task.prompt(p), fmt, tok)
-                for p in problems
-            ]
-            n = 1 if task.kind == "classification" else settings.n  # one answer per question
-            completions = gen.generate(prompts, replace(settings, n=n, stop=task.stop))
-            result = _score(task, problems, completions, ks, pool)
-            for record, prompt in zip(result["problems"], prompts, strict=True):
-                record["prompt"] = prompt
+        prompted = baseline is not None and task.kind not in ("loss", "classification")
+        runs = []
+        for seed in baseline.seeds if prompted else [None]:
+            if hasattr(gen, "truncated_prompts"):
+                gen.truncated_prompts = 0
+            prompter = Prompter(baseline if prompted else None, seed, task, fmt, tok, gen, settings)
+            run = _run_task(task, problems, gen, settings, ks, pool, fmt, tok, prompter)
+            run["truncated_prompts"] = getattr(gen, "truncated_prompts", 0)
+            runs.append(run)
+        result = runs[0] if len(runs) == 1 else _over_seeds(runs, baseline.seeds)
+        if baseline is not None:
+            result["baseline"] = {
+                "name": baseline.name,
+                "label": baseline.label(),
+                "options": baseline.options,
+                "examples_from": baseline.pool_source or None,
+                "seeds": baseline.seeds if prompted else [],
+                "applied": prompted,  # classification tasks keep their own shots; loss tasks have no prompt
+            }
         result = {
             "task": task.name,
             "target": info,
             "prompt_format": fmt,
             "backend": gen.name,
-            "truncated_prompts": getattr(gen, "truncated_prompts", 0),
             "generation": asdict(replace(settings, stop=task.stop)),
             "limit": limit,
             "seconds": round(time.perf_counter() - started, 1),
@@ -116,6 +131,73 @@ def evaluate(
         (out / f"{task.name}.json").write_text(json.dumps(result, indent=2))
         results[task.name] = result
     return results
+
+
+class Prompter:
+    """Renders a task's prompts: as they are (zero-shot), or with a baseline's examples in front."""
+
+    def __init__(self, baseline: Baseline | None, seed, task, fmt, tok, gen, settings):
+        self.baseline, self.seed, self.task, self.fmt, self.tok = baseline, seed, task, fmt, tok
+        self.budget = gen.prompt_budget(settings.max_new_tokens) if baseline and hasattr(gen, "prompt_budget") else None
+        self.kept: list[int] = []
+
+    def __call__(self, prompts: list[Prompt]) -> list[str]:
+        tests = [TaskPrompt(render_prompt(p, self.fmt, self.tok), p.instruction, p.answer_prefix) for p in prompts]
+        return self.render(tests, [f"{p.instruction}\n{p.answer_prefix}" for p in prompts])
+
+    def render(self, tests: list[TaskPrompt], queries: list[str]) -> list[str]:
+        if self.baseline is None:
+            return [t.text for t in tests]
+        texts, self.kept = self.baseline.prompts(self.task, tests, queries, self.fmt, self.tok, self.budget, self.seed)
+        return texts
+
+
+def _run_task(task, problems, gen, settings, ks, pool, fmt, tok, prompter: Prompter) -> dict:
+    if task.kind == "loss":
+        return task.evaluate_loss(model_of(gen), tok, problems, fmt, batch_size=settings.batch_size)
+    if task.kind == "robustness":
+        result = _robustness(task, problems, gen, settings, ks, pool, prompter)
+    elif hasattr(task, "describe_prompt"):
+        result = _explain(task, problems, gen, settings, ks, pool, fmt, tok, prompter)
+    else:
+        if task.kind == "match":
+            tests = [TaskPrompt(task.text_prompt(p, fmt, tok), query_text(p), "") for p in problems]
+            prompts = prompter.render(tests, [query_text(p) for p in problems])
+        else:
+            prompts = prompter([task.prompt(p) for p in problems])
+        n = 1 if task.kind == "classification" else settings.n  # one answer per question
+        completions = gen.generate(prompts, replace(settings, n=n, stop=task.stop))
+        result = _score(task, problems, completions, ks, pool)
+        for record, prompt in zip(result["problems"], prompts, strict=True):
+            record["prompt"] = prompt
+    for record, kept in zip(result["problems"], prompter.kept, strict=False):
+        record["shots"] = kept
+    return result
+
+
+def model_of(gen):
+    if not hasattr(gen, "model"):
+        raise CodepeftError("loss tasks need the model in memory; use --backend hf")
+    return gen.model
+
+
+def _over_seeds(runs: list[dict], seeds: list[int]) -> dict:
+    """One result from repetitions over seeds: each score is the mean, with its spread."""
+    scores = {}
+    for metric, first in runs[0]["scores"].items():
+        values = [r["scores"].get(metric, {}).get("value") for r in runs]
+        if "value" not in first or any(v is None for v in values):
+            scores[metric] = {**first, "per_seed": values}
+            continue
+        scores[metric] = {**first, **over_seeds(values), "ci95_over": "seeds"}
+    problems = [{**rec, "seed": seed} for seed, r in zip(seeds, runs, strict=True) for rec in r["problems"]]
+    rest = {k: v for k, v in runs[0].items() if k not in ("scores", "problems", "truncated_prompts")}
+    return {
+        **rest,
+        "scores": scores,
+        "problems": problems,
+        "truncated_prompts": sum(r["truncated_prompts"] for r in runs),
+    }
 
 
 def _score(task, problems: list[dict], completions: list[list[str]], ks: list[int], pool) -> dict:
@@ -130,9 +212,9 @@ def _score(task, problems: list[dict], completions: list[list[str]], ks: list[in
     return score_execution(task, problems, completions, ks, pool)
 
 
-def _robustness(task, problems, gen, settings, ks, pool, fmt, tok):
+def _robustness(task, problems, gen, settings, ks, pool, prompter):
     items, index = task.expand(problems)
-    prompts = [render_prompt(task.prompt(p), fmt, tok) for p in items]
+    prompts = prompter([task.prompt(p) for p in items])
     completions = gen.generate(prompts, replace(settings, stop=task.stop))
     result = score_execution(task, items, completions, ks, pool)
     passed = [[s["outcome"] == "passed" for s in r["samples"]] for r in result["problems"]]
@@ -142,12 +224,12 @@ def _robustness(task, problems, gen, settings, ks, pool, fmt, tok):
     return result
 
 
-def _explain(task, problems, gen, settings, ks, pool, fmt, tok):
+def _explain(task, problems, gen, settings, ks, pool, fmt, tok, prompter):
     describe = [render_prompt(task.describe_prompt(p), fmt, tok) for p in problems]
     texts = gen.generate(describe, replace(settings, stop=task.describe_stop()))
     descriptions = [[task.clean_description(p, t) for t in ts] for p, ts in zip(problems, texts, strict=True)]
     flat = [(i, d) for i, ds in enumerate(descriptions) for d in ds]
-    regen_prompts = [render_prompt(task.prompt_from(problems[i], d), fmt, tok) for i, d in flat]
+    regen_prompts = prompter([task.prompt_from(problems[i], d) for i, d in flat])  # examples: regeneration only
     regen = gen.generate(regen_prompts, replace(settings, n=1, stop=task.stop))
     completions: list[list[str]] = [[] for _ in problems]
     for (i, _), r in zip(flat, regen, strict=True):

@@ -7,13 +7,13 @@ from collections.abc import Callable
 from codepeft.errors import CodepeftError
 
 
-def _query(ex: dict) -> str:
+def query_text(ex: dict) -> str:
     return ex["instruction"] + (f"\n\n{ex['input']}" if ex.get("input") else "")
 
 
 def octocoder(ex: dict, tokenizer=None) -> tuple[str, str]:
     # Astraios / OctoCoder: "Question: {instruction}\n\nAnswer: {response}"
-    return f"Question: {_query(ex)}\n\nAnswer:\n", ex["output"]
+    return f"Question: {query_text(ex)}\n\nAnswer:\n", ex["output"]
 
 
 def alpaca(ex: dict, tokenizer=None) -> tuple[str, str]:
@@ -24,7 +24,7 @@ def alpaca(ex: dict, tokenizer=None) -> tuple[str, str]:
 
 def plain(ex: dict, tokenizer=None) -> tuple[str, str]:
     # Raw continuation: the instruction is code to complete (stdlib-instruct: signature + docstring).
-    return _query(ex), ex["output"]
+    return query_text(ex), ex["output"]
 
 
 def chat(ex: dict, tokenizer) -> tuple[str, str]:
@@ -34,7 +34,7 @@ def chat(ex: dict, tokenizer) -> tuple[str, str]:
             "Use data.format=octocoder or alpaca."
         )
     messages = ex.get("messages") or [
-        {"role": "user", "content": _query(ex)},
+        {"role": "user", "content": query_text(ex)},
         {"role": "assistant", "content": ex["output"]},
     ]
     # The loss covers the last assistant turn; earlier turns are context.

@@ -105,7 +105,7 @@ class HFBackend:
 
     CHUNK = 32  # tokens generated between two compactions of the batch
 
-    def _prompt_budget(self, max_new_tokens: int) -> int | None:
+    def prompt_budget(self, max_new_tokens: int) -> int | None:
         if self.context is None or self.encoder_decoder:
             return None
         budget = self.context - max_new_tokens - self.virtual_tokens
@@ -129,7 +129,7 @@ class HFBackend:
         device = next(self.model.parameters()).device
         batches = [order[i : i + per_batch] for i in range(0, len(order), per_batch)]
         for b, idx in enumerate(tqdm(batches, desc="generating", unit="batch", disable=not progress)):
-            budget = self._prompt_budget(settings.max_new_tokens)
+            budget = self.prompt_budget(settings.max_new_tokens)
             texts_in = [prompts[i] for i in idx]
             if budget is not None:
                 lengths = [len(ids) for ids in tok(texts_in, add_special_tokens=True)["input_ids"]]
@@ -180,6 +180,10 @@ class VLLMBackend:  # pragma: no cover - needs a GPU and the optional vllm packa
 
         self.llm = LLM(model=base_model, dtype=dtype, enable_lora=adapter_dir is not None)
         self.adapter_dir = adapter_dir
+        self.tokenizer = self.llm.get_tokenizer()
+
+    def prompt_budget(self, max_new_tokens: int) -> int | None:
+        return self.llm.llm_engine.model_config.max_model_len - max_new_tokens
 
     def generate(self, prompts, settings, progress=True):
         from vllm import SamplingParams

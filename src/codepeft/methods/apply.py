@@ -27,6 +27,8 @@ def effective_quantization(method: Method, options: dict, model: ModelSpec) -> s
 
 def check_combination(method: Method, options: dict, model: ModelSpec, train: TrainSpec) -> str:
     """Refuse up front what cannot work; returns the effective quantization."""
+    if method.family == "baseline":
+        method.apply(None, options, ApplyContext())  # raises: a prompting baseline trains nothing
     quant = effective_quantization(method, options, model)
     if train.gradient_checkpointing and method.refuses_gradient_checkpointing:
         raise CodepeftError(

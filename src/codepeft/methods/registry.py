@@ -32,7 +32,7 @@ class ApplyContext:
 @dataclass
 class Method:
     name: str
-    family: str  # full | lora | ia3 | prompt | adapter | peft
+    family: str  # full | lora | ia3 | prompt | adapter | peft | baseline (trains nothing)
     style: str  # what is trained, in words
     learning_rate: float
     defaults: dict[str, Any]
@@ -66,7 +66,7 @@ def register(method: Method) -> Method:
 
 def _ensure_loaded() -> None:
     # Registration happens on import of the modules that define methods.
-    from codepeft.methods import adapters, full, peft_methods  # noqa: F401
+    from codepeft.methods import adapters, baselines, full, peft_methods  # noqa: F401
 
 
 def get_method(name: str) -> Method:
@@ -82,7 +82,7 @@ def all_methods() -> list[Method]:
     return [REGISTRY[k] for k in sorted(REGISTRY, key=_order)]
 
 
-_FAMILY_ORDER = ["full", "lora", "ia3", "prompt", "adapter", "peft"]
+_FAMILY_ORDER = ["full", "lora", "ia3", "prompt", "adapter", "peft", "baseline"]
 
 
 def _order(name: str) -> tuple[int, str]:

@@ -45,3 +45,20 @@ def pass_at_k_scores(counts: Sequence[tuple[int, int]], ks: Sequence[int]) -> di
             "problems": len(counts),
         }
     return out
+
+
+# Two-sided 97.5% quantiles of Student's t for 1..10 degrees of freedom (then the normal's 1.96
+# is within 8%); a few seeds are the usual case for repeated ICL draws.
+_T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228]
+
+
+def over_seeds(values: Sequence[float]) -> dict:
+    """Mean, sample standard deviation and a t-based 95% interval of a score repeated over seeds."""
+    arr = np.asarray(values, dtype=float)
+    mean = float(arr.mean())
+    if arr.size < 2:
+        return {"value": mean, "sd": 0.0, "ci95": (mean, mean), "per_seed": arr.tolist()}
+    sd = float(arr.std(ddof=1))
+    t = _T975[arr.size - 2] if arr.size - 1 <= len(_T975) else 1.96
+    half = t * sd / np.sqrt(arr.size)
+    return {"value": mean, "sd": sd, "ci95": (float(mean - half), float(mean + half)), "per_seed": arr.tolist()}

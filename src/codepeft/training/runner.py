@@ -64,11 +64,10 @@ def train(config: RunConfig, output_dir: str | Path | None = None, resume: bool 
             raise CodepeftError(f"run {run_dir} already completed; nothing to resume")
     elif (run_dir / "run.json").is_file():
         raise CodepeftError(f"{run_dir} already holds a run; pass --resume to continue it or pick another directory")
-    run_dir.mkdir(parents=True, exist_ok=True)
-
     method = get_method(config.method.name)
     options = method.options(config.method.options)
     quant = check_combination(method, options, config.model, config.train)
+    run_dir.mkdir(parents=True, exist_ok=True)
     set_seed(config.seed)
 
     model_spec = config.model.model_copy(update={"quantization": quant})

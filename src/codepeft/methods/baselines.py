@@ -1,0 +1,48 @@
+"""Registry entries of the prompting baselines (`icl`, `rag`): they train nothing, so a study
+lists them beside tuning methods and `codepeft eval --method` runs them on any model. The
+prompting itself lives in `codepeft.baselines`."""
+
+from __future__ import annotations
+
+from codepeft.errors import CodepeftError
+from codepeft.methods.registry import Method, register
+
+
+def _refuse(name: str):
+    def apply(model, options, ctx):
+        raise CodepeftError(
+            f"{name} is a prompting baseline and trains nothing: evaluate it with `codepeft eval MODEL --method {name}`"
+        )
+
+    return apply
+
+
+ICL_DEFAULTS = {"shots": 3, "seeds": 5, "draw": "fixed", "examples": None}
+RAG_DEFAULTS = {"shots": 3, "retriever": "bm25", "embedder": None, "rerank": None, "candidates": 20, "examples": None}
+
+register(
+    Method(
+        name="icl",
+        family="baseline",
+        style="nothing: k random training examples in the prompt",
+        learning_rate=0.0,
+        defaults=ICL_DEFAULTS,
+        apply=_refuse("icl"),
+        option_names=lambda: set(ICL_DEFAULTS),
+        notes="examples: a dataset source (default: the task's own training split, else stdlib-instruct); "
+        "draw: fixed (one k-shot prompt per seed) or per-problem; seeds: repetitions reported as mean and spread",
+    )
+)
+register(
+    Method(
+        name="rag",
+        family="baseline",
+        style="nothing: k retrieved training examples in the prompt",
+        learning_rate=0.0,
+        defaults=RAG_DEFAULTS,
+        apply=_refuse("rag"),
+        option_names=lambda: set(RAG_DEFAULTS),
+        notes="retriever: bm25 (bm25s) or dense (sentence-transformers; offline default all-MiniLM-L6-v2 from the "
+        "`rag` extra, or any model id); rerank: dense or a cross-encoder id over `candidates` first-stage hits",
+    )
+)
