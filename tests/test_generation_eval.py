@@ -93,6 +93,25 @@ def test_loss_task_matches_the_models_own_loss(tiny_model):
     assert result["scores"]["loss"]["value"] == pytest.approx(ref, rel=1e-5)
 
 
+@pytest.mark.parametrize("method", ["prompt", "ptuning"])
+def test_loss_task_skips_virtual_tokens(tiny_model, method):
+    """Prompt-learning methods prepend virtual tokens; the loss must equal peft's own loss."""
+    from codepeft.data.formats import render
+    from codepeft.data.tokenize import encode
+    from codepeft.methods import ApplyContext, get_method
+    from codepeft.tasks.loss import LossTask
+
+    model, tok = _load(tiny_model, "llama")
+    m = get_method(method)
+    model = m.apply(model, m.options({"num_virtual_tokens": 4}), ApplyContext()).eval()
+    problems = [{"task_id": "a", "instruction": "def f():\n", "input": "", "output": "    return 1\n"}]
+    result = LossTask("stdlib-instruct").evaluate_loss(model, tok, problems, "plain")
+    item = encode(tok, *render("plain", problems[0]), 1024, "response", False)
+    with torch.no_grad():
+        ref = model(input_ids=torch.tensor([item["input_ids"]]), labels=torch.tensor([item["labels"]])).loss.item()
+    assert result["scores"]["loss"]["value"] == pytest.approx(ref, rel=1e-5)
+
+
 def test_eval_cli_on_a_base_model_and_bad_k(tmp_path, tiny_model):
     from codepeft.cli import app
 

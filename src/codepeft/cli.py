@@ -344,6 +344,170 @@ def exec_cmd(
     print(json.dumps(result.to_dict()))
 
 
+STUDY_ACTIONS = ("run", "status", "export")
+
+
+@app.command()
+def study(
+    action_or_config: str = typer.Argument(..., help="A study config to run, or an action: run, status, export."),
+    config: Path = typer.Argument(None, help="The study config (after an action)."),
+    set_: list[str] = typer.Option([], "--set", help="Override a study config key: --set train.max_steps=20"),
+    workers: int = typer.Option(None, help="Cells run at once (overrides backend.workers)."),
+    backend: str = typer.Option(None, help="local or ray (overrides backend.kind)."),
+    report: bool = typer.Option(True, help="Write the report when the study finishes."),
+    fmt: str = typer.Option("csv", "--format", help="export: csv or parquet."),
+) -> None:
+    """Run a study grid resumably (`codepeft study CONFIG`), show each cell's state
+    (`codepeft study status CONFIG`) or export the store (`codepeft study export CONFIG --format csv`)."""
+    from codepeft.study import load_study, open_store, run_study
+
+    action = action_or_config if action_or_config in STUDY_ACTIONS else "run"
+    path = config if action_or_config in STUDY_ACTIONS else Path(action_or_config)
+    try:
+        if path is None:
+            raise CodepeftError(f"codepeft study {action} needs a study config file")
+        overrides = list(set_)
+        if workers is not None:
+            overrides.append(f"backend.workers={workers}")
+        if backend is not None:
+            overrides.append(f"backend.kind={backend}")
+        cfg = load_study(path, overrides)
+        if action == "status":
+            _print_study_status(cfg)
+            return
+        if action == "export":
+            store = open_store(cfg.directory)
+            files = store.export(cfg.directory / "export", fmt)
+            console.print("\n".join(str(f) for f in files))
+            return
+        console.print(f"study [bold]{cfg.name}[/] in {cfg.directory}")
+        counts = run_study(cfg, on_event=_study_event)
+        console.print("cells: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+        if report:
+            from codepeft.report import write_report
+
+            page = write_report(cfg.directory)
+            console.print(f"report: [bold]{page}[/]")
+        if counts.get("failed"):
+            raise typer.Exit(1)
+    except CodepeftError as err:
+        _fail(err)
+
+
+@app.command("report")
+def report_cmd(study_dir: Path = typer.Argument(..., help="A study directory (holding results.sqlite).")) -> None:
+    """Write the study's tables (Markdown, CSV, LaTeX), figures (PNG) and one HTML page."""
+    from codepeft.report import write_report
+
+    try:
+        page = write_report(study_dir)
+    except CodepeftError as err:
+        _fail(err)
+    console.print(f"report: [bold]{page}[/] (tables and figures beside it)")
+
+
+@app.command()
+def estimate(
+    model: str = typer.Option("default", "--model", help="Hub id, local model directory or 'default'."),
+    method: str = typer.Option("lora", "--method"),
+    method_opt: list[str] = typer.Option([], "--method-opt", help="KEY=VALUE option of the method: r=16"),
+    seq_len: int = typer.Option(2048, "--seq-len"),
+    batch: int = typer.Option(1, "--batch"),
+    dtype: str = typer.Option("bf16", help="fp32, bf16 or fp16 (weights and activations)."),
+    quantization: str = typer.Option(None, help="4bit or 8bit base (qlora implies 4bit)."),
+    optimizer: str = typer.Option("adamw", help="adamw (two fp32 states) or adafactor."),
+    attention: str = typer.Option("sdpa", help="sdpa (no stored scores) or eager."),
+    device: str = typer.Option("cuda", help="cuda adds the CUDA context; cpu adds nothing."),
+    memory: float = typer.Option(None, "--memory", help="GB available: says whether it fits and what would."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Predict peak training memory and trainable parameters without loading any weights."""
+    from codepeft.config import parse_scalar
+    from codepeft.estimate import GB, suggest
+    from codepeft.estimate import estimate as predict
+
+    try:
+        options = {k: parse_scalar(v) for k, v in _pairs(method_opt, "--method-opt").items()}
+        kwargs = dict(
+            model=model, method=method, method_options=options, seq_len=seq_len, batch=batch, dtype=dtype,
+            quantization=quantization, optimizer=optimizer, attention=attention, device=device,
+        )  # fmt: skip
+        plain = predict(**kwargs)
+        checkpointed = predict(**{**kwargs, "gradient_checkpointing": True})
+        advice = suggest(memory, **kwargs) if memory is not None and plain.peak_bytes > memory * GB else None
+    except CodepeftError as err:
+        _fail(err)
+    if as_json:
+        print(json.dumps({"without_checkpointing": plain.to_dict(), "with_checkpointing": checkpointed.to_dict()}))
+        return
+    console.print(
+        f"[bold]{model}[/] + {method}: {plain.trainable_params:,} trainable of {plain.total_params:,} parameters "
+        f"({100 * plain.trainable_params / max(plain.total_params, 1):.3f}%)"
+    )
+    table = Table(title=f"peak training memory, GB (seq {seq_len}, batch {batch}, {dtype})")
+    for col in ("part", "no checkpointing", "gradient checkpointing"):
+        table.add_column(col)
+    for label, attr in (
+        ("weights (frozen / quantised)", "weights_bytes"),
+        ("trainable: fp32 weights, gradients, optimizer", "trainable_state_bytes"),
+        ("activations", "activations_bytes"),
+        ("logits and their gradient", "logits_bytes"),
+        ("runtime (CUDA context)", "runtime_bytes"),
+    ):
+        table.add_row(label, f"{getattr(plain, attr) / GB:.3f}", f"{getattr(checkpointed, attr) / GB:.3f}")
+    table.add_row(
+        "[bold]total[/]", f"[bold]{plain.peak_bytes / GB:.3f}[/]", f"[bold]{checkpointed.peak_bytes / GB:.3f}[/]"
+    )
+    console.print(table)
+    if memory is not None:
+        if plain.peak_bytes <= memory * GB:
+            console.print(f"fits in {memory:g} GB")
+        elif advice is None:
+            console.print(f"does not fit in {memory:g} GB, and no single change tried here makes it fit")
+        else:
+            console.print(
+                f"does not fit in {memory:g} GB; cheapest change that fits: [bold]{advice[0]}[/] "
+                f"({advice[1].peak_bytes / GB:.2f} GB)"
+            )
+
+
+def _study_event(event: str, cell: dict) -> None:
+    colour = {"done": "green", "failed": "red", "started": "cyan", "skipped": "dim"}[event]
+    line = f"[{colour}]{event:>8}[/] {escape(cell['cell_id'])}"
+    if event == "failed":
+        line += f": {escape(cell['error'].splitlines()[-1] if cell['error'] else '')}"
+    console.print(line, highlight=False)
+
+
+def _print_study_status(cfg) -> None:
+    from codepeft.study.cells import expand
+    from codepeft.study.runner import store_path
+    from codepeft.study.store import Store
+
+    known = {}
+    if store_path(cfg.directory).is_file():
+        store = Store(store_path(cfg.directory))
+        known = {c["cell_id"]: c for c in store.cells()}
+        store.close()
+    table = Table(title=f"study {cfg.name}: {cfg.directory}")
+    for col in ("cell", "status", "attempts", "finished", "error"):
+        table.add_column(col, overflow="fold")
+    counts: dict[str, int] = {}
+    for cell in expand(cfg):
+        row = known.get(cell["cell_id"], {})
+        status = row.get("status", "pending")
+        if row and row.get("spec") != json.dumps(cell["spec"]):
+            status = "pending"  # the config changed since this cell ran: it runs again
+        counts[status] = counts.get(status, 0) + 1
+        error = (row.get("error") or "").strip().splitlines()
+        table.add_row(
+            cell["cell_id"], status, str(row.get("attempts", 0)), row.get("finished_at") or "-",
+            escape(error[-1]) if error else "",
+        )  # fmt: skip
+    console.print(table)
+    console.print(", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+
+
 def main() -> None:  # pragma: no cover - entry point
     try:
         app()

@@ -146,7 +146,7 @@ def _child(node: Any, part: str, key: str) -> Any:
     return child
 
 
-def _format_errors(err: ValidationError, where: str) -> str:
+def format_errors(err: ValidationError, where: str) -> str:
     lines = []
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"])
@@ -161,7 +161,7 @@ def parse_config(raw: dict[str, Any], where: str = "(inline)") -> RunConfig:
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as err:
-        raise CodepeftError(_format_errors(err, where)) from None
+        raise CodepeftError(format_errors(err, where)) from None
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:

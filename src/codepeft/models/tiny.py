@@ -65,10 +65,17 @@ def tiny_config(arch: str, vocab_size: int, eos_id: int, pad_id: int, width: int
 
 
 def build_tiny_model(
-    arch: str, out_dir: str | Path, tokenizer: PreTrainedTokenizerFast, seed: int = 0, width: int = 64
+    arch: str,
+    out_dir: str | Path,
+    tokenizer: PreTrainedTokenizerFast,
+    seed: int = 0,
+    width: int = 64,
+    layers: int = 2,
 ) -> Path:
     """Build, randomly initialise (from `seed`) and save a tiny `arch` model with `tokenizer`."""
-    config = tiny_config(arch, len(tokenizer), tokenizer.eos_token_id, tokenizer.pad_token_id, width=width)
+    config = tiny_config(
+        arch, len(tokenizer), tokenizer.eos_token_id, tokenizer.pad_token_id, width=width, layers=layers
+    )
     torch.manual_seed(seed)
     auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
     model = auto.from_config(config, dtype=torch.float32)

@@ -53,8 +53,10 @@ class LossTask(Task):
             logits = model(
                 **{k: v for k, v in batch.items() if k != "labels"}, **({"labels": batch["labels"]} if encdec else {})
             ).logits.float()
+            # prompt-learning methods put their virtual tokens in front of the input: skip their logits
+            extra = 0 if encdec else logits.shape[1] - batch["input_ids"].shape[1]
             labels = batch["labels"] if encdec else batch["labels"][:, 1:]
-            logits = logits if encdec else logits[:, :-1]
+            logits = logits if encdec else logits[:, extra:-1]
             nll = torch.nn.functional.cross_entropy(
                 logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE, reduction="none"
             ).view(labels.shape)

@@ -1,0 +1,180 @@
+"""`write_report(STUDY_DIR)`: tables (Markdown, CSV, LaTeX), figures (PNG) and one self-contained
+HTML page, from the results store alone."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from codepeft.report import analysis as A
+from codepeft.report import figures as F
+from codepeft.study.runner import open_store
+
+
+def _write_table(frame: pd.DataFrame, directory: Path, name: str) -> None:
+    frame.to_csv(directory / f"{name}.csv", index=False)
+    (directory / f"{name}.md").write_text(frame.to_markdown(index=False, floatfmt=".4g") + "\n")
+    (directory / f"{name}.tex").write_text(frame.to_latex(index=False, float_format="%.4g", na_rep="--"))
+
+
+def _joint_sets(directory: Path) -> set[str]:
+    import yaml
+
+    path = directory / "study.yaml"
+    if not path.is_file():
+        return set()
+    config = yaml.safe_load(path.read_text())
+    return {d["name"] for d in config.get("datasets", []) if len(d.get("train", [])) > 1}
+
+
+def write_report(directory: str | Path) -> Path:
+    """Write STUDY_DIR/report/ and return its index.html."""
+    directory = Path(directory)
+    store = open_store(directory)
+    try:
+        data = A.load(store)
+        cells = pd.DataFrame(store.rows("cells"))
+    finally:
+        store.close()
+    out = directory / "report"
+    tables_dir, figures_dir = out / "tables", out / "figures"
+    for folder in (tables_dir, figures_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.iterdir():  # a figure the data no longer supports must not linger
+            stale.unlink()
+
+    sections: list[tuple[str, str, pd.DataFrame | str | None, Path | str | None]] = []
+
+    def table(title: str, name: str, frame: pd.DataFrame | str, about: str, figure: Path | str | None = None):
+        if isinstance(frame, pd.DataFrame) and len(frame):
+            _write_table(frame, tables_dir, name)
+        sections.append((title, about, frame, figure))
+
+    status = cells.groupby("status").size().to_dict() if len(cells) else {}
+    table(
+        "Scores",
+        "scores",
+        A.score_table(data),
+        "Every metric of every task (95% CI in brackets; ±sd over seeds for ICL).",
+    )
+    table(
+        "Overall ranking",
+        "ranking",
+        A.ranking(data),
+        "Primary score of each task, min-max normalised across methods of one model and training set, averaged "
+        f"over tasks ({A.ranking_basis(data)}).",
+        F.ranking(data, figures_dir / "ranking.png"),
+    )
+    table(
+        "Loss",
+        "loss",
+        A.losses(data),
+        "Final train and test loss of each trained cell.",
+        F.loss_vs_size(data, figures_dir / "loss_vs_size.png"),
+    )
+    sections.append(
+        ("Test loss during training", "Evaluation loss at each evaluation step.", None,
+         F.loss_curves(data, figures_dir / "loss_curves.png"))
+    )  # fmt: skip
+    sections.append(
+        ("Trainable parameters vs loss", "", None, F.params_vs_loss(data, figures_dir / "params_vs_loss.png"))
+    )
+    table(
+        "Does loss predict performance?",
+        "correlations",
+        A.correlations(data),
+        "Correlation of final loss with the mean normalised downstream score over trained cells.",
+        F.loss_vs_score(data, figures_dir / "loss_vs_score.png"),
+    )
+    robust = A.category_table(data, "recode-", ("robust_pass@1", "robust_drop@1", "robust_relative@1", "nominal@1"))
+    table(
+        "Robustness (ReCode)",
+        "robustness",
+        robust if len(robust) else "no ReCode task in this study (add recode-docstring, -function, -syntax, -format)",
+        "Robust pass, drop and relative @1 per perturbation category.",
+        F.grouped_bars(
+            A.category_table(data, "recode-", ("robust_pass@1",)),
+            figures_dir / "robustness.png",
+            "Robust pass@1 per category",
+            "no ReCode task in this study",
+        ),
+    )
+    security = A.category_table(data, "security", ("valid_rate", "insecure_rate"))
+    table(
+        "Security",
+        "security",
+        security if len(security) else "no security task in this study (add security-python)",
+        "Valid rate (parses) and insecure rate (bandit flags the scenario's weakness, among valid programs).",
+        F.grouped_bars(security, figures_dir / "security.png", "Security", "no security task in this study"),
+    )
+    table(
+        "Cost",
+        "costs",
+        A.cost_table(data),
+        "Training cost of each trained cell: parameters, peak memory, time and throughput.",
+        F.memory(data, figures_dir / "memory.png"),
+    )
+    front = A.pareto(data)
+    table(
+        "Cost vs score",
+        "pareto",
+        front,
+        "On the frontier: "
+        + (", ".join(f"{r.method} ({r.model})" for r in front[front["frontier"]].itertuples()) if len(front) else "-"),
+        F.pareto(data, figures_dir / "pareto.png"),
+    )
+    table(
+        "Tuning vs prompting",
+        "tuning_vs_prompting",
+        A.prompting_vs_tuning(data),
+        "Primary score per task for tuned methods, prompting baselines (ICL, RAG) and zero-shot.",
+    )
+    table(
+        "Joint vs separate training",
+        "joint_vs_separate",
+        A.joint_vs_separate(data, _joint_sets(directory)),
+        "Each task's primary score for adapters trained on one set and on the union.",
+    )
+    page = out / "index.html"
+    page.write_text(_html(directory, status, sections))
+    (out / "report.json").write_text(json.dumps({"generated": time.strftime("%Y-%m-%dT%H:%M:%S"), "cells": status}))
+    return page
+
+
+def _figure_html(figure: Path | str | None) -> str:
+    if figure is None:
+        return ""
+    if isinstance(figure, str):
+        return f'<p class="note">Figure not drawn: {html.escape(figure)}.</p>'
+    data = base64.b64encode(figure.read_bytes()).decode()
+    return f'<img alt="{figure.stem}" src="data:image/png;base64,{data}">'
+
+
+def _html(directory: Path, status: dict, sections) -> str:
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>codepeft report: {html.escape(directory.name)}</title>",
+        "<style>body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}"
+        "table{border-collapse:collapse;font-size:13px;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 6px}"
+        "th{background:#f3f3f3}.note{color:#8a5a00}img{max-width:100%}</style></head><body>",
+        f"<h1>Study report: {html.escape(directory.name)}</h1>",
+        f"<p>Cells: {html.escape(', '.join(f'{v} {k}' for k, v in sorted(status.items())) or 'none')}. "
+        f"Generated {time.strftime('%Y-%m-%d %H:%M')} from {html.escape(str(directory / 'results.sqlite'))}.</p>",
+    ]
+    for title, about, frame, figure in sections:
+        parts.append(f"<h2>{html.escape(title)}</h2>")
+        if about:
+            parts.append(f"<p>{html.escape(about)}</p>")
+        if isinstance(frame, str):
+            parts.append(f'<p class="note">{html.escape(frame)}.</p>')
+        elif isinstance(frame, pd.DataFrame):
+            parts.append(frame.to_html(index=False, float_format=lambda x: f"{x:.4g}", na_rep="–") if len(frame)
+                         else '<p class="note">No data yet.</p>')  # fmt: skip
+        parts.append(_figure_html(figure))
+    parts.append("</body></html>")
+    return "\n".join(parts)

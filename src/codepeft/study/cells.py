@@ -1,0 +1,219 @@
+"""Expanding a study into cells, and running one cell: train (unless the method trains nothing),
+evaluate, and hand back everything the store records. `run_cell` takes and returns plain JSON
+so it runs the same in this process, a worker process or a Ray task."""
+
+from __future__ import annotations
+
+import json
+import traceback
+from pathlib import Path
+
+from codepeft.study.config import ZERO_SHOT, StudyConfig, slug
+
+
+def _family(method: str) -> str:
+    if method == ZERO_SHOT:
+        return "none"
+    from codepeft.methods import get_method
+
+    return get_method(method).family
+
+
+def expand(config: StudyConfig) -> list[dict]:
+    """One cell per model x method x dataset x seed; methods that train nothing (zero-shot and
+    the prompting baselines) run with the first seed only (ICL repeats over its own seeds)."""
+    cells = []
+    root = config.directory
+    for model in config.models:
+        for method in config.methods:
+            family = _family(method.name)
+            trains = family not in ("none", "baseline")
+            for dataset in config.datasets:
+                for seed in config.seeds if trains else config.seeds[:1]:
+                    cell_id = f"{model.name}/{method.display}/{dataset.name}/seed{seed}"
+                    cell_dir = root / "cells" / "__".join(slug(p) for p in cell_id.split("/"))
+                    cells.append(
+                        {
+                            "cell_id": cell_id,
+                            "model": model.name,
+                            "model_path": model.name_or_path,
+                            "model_size": model.size,
+                            "method": method.name,
+                            "method_label": method.display,
+                            "family": family,
+                            "dataset": dataset.name,
+                            "seed": seed,
+                            "spec": _spec(config, model, method, dataset, seed, trains, cell_dir),
+                        }
+                    )
+    return cells
+
+
+def _spec(config, model, method, dataset, seed, trains, cell_dir: Path) -> dict:
+    model_spec = model.model_dump(mode="json", exclude={"label", "size"})
+    tasks = list(dict.fromkeys(config.eval.tasks + dataset.tasks))
+    spec = {
+        "cell_dir": str(cell_dir),
+        "trains": trains,
+        "tasks": tasks,
+        "eval": config.eval.model_dump(mode="json", exclude={"tasks"}),
+        "model": model_spec,
+    }
+    if trains:
+        spec["run_config"] = {
+            "name": slug(f"{config.name}-{model.name}-{method.display}-{dataset.name}"),
+            "seed": seed,
+            "model": model_spec,
+            "method": {"name": method.name, **method.options},
+            "data": {
+                **config.data.model_dump(mode="json"),
+                "train": [d.model_dump(mode="json") for d in dataset.train],
+            },
+            "train": {**config.train.model_dump(mode="json"), **method.train},
+        }
+    elif method.name != ZERO_SHOT:
+        options = dict(method.options)
+        # examples come from the cell's training set unless the method names a source itself
+        options.setdefault("examples", dataset.train[0].source)
+        spec["baseline"] = {"name": method.name, "options": options}
+    return spec
+
+
+def run_cell(spec: dict, log: bool = False) -> dict:
+    """Train and evaluate one cell; never raises: an error comes back as {"error": ...}.
+    With log=True (a worker process) its output goes to CELL_DIR/log.txt."""
+    if log:
+        _log_to(Path(spec["cell_dir"]) / "log.txt")
+    try:
+        return _run(spec)
+    except BaseException as err:  # noqa: BLE001 - a failing cell is recorded, the study goes on
+        if isinstance(err, KeyboardInterrupt):
+            raise
+        from codepeft.errors import CodepeftError
+
+        detail = str(err) if isinstance(err, CodepeftError) else traceback.format_exc(limit=8)
+        return {"error": f"{type(err).__name__}: {detail}"}
+
+
+def _log_to(path: Path) -> None:
+    # File descriptors, not just sys.stdout: progress bars and library warnings write to them.
+    import os
+    import sys
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
+def _run(spec: dict) -> dict:
+    from codepeft.config import parse_config
+    from codepeft.generation import GenerationSettings
+    from codepeft.training import train
+
+    cell_dir = Path(spec["cell_dir"])
+    cell_dir.mkdir(parents=True, exist_ok=True)
+    result: dict = {}
+    target = spec["model"]["name_or_path"]
+    if spec["trains"]:
+        run_dir = cell_dir / "run"
+        config = parse_config(spec["run_config"], f"cell {cell_dir.name}")
+        info_path = run_dir / "run.json"
+        status = json.loads(info_path.read_text()).get("status") if info_path.is_file() else None
+        if status != "completed":  # a run cut short resumes from its last checkpoint
+            train(config, run_dir, resume=status is not None)
+        result["run"], result["cost"], result["curves"] = _run_facts(run_dir)
+        target = str(run_dir)
+    e = spec["eval"]
+    settings = GenerationSettings(
+        n=e["n"],
+        temperature=e["temperature"],
+        top_p=e["top_p"],
+        max_new_tokens=e["max_new_tokens"],
+        batch_size=e["batch_size"],
+        seed=spec.get("run_config", {}).get("seed", 0),
+    )
+    baseline = spec.get("baseline") or {}
+    eval_dir = cell_dir / "eval"
+    done = _finished_tasks(eval_dir, spec["tasks"], settings, e["limit"], baseline)
+    todo = [t for t in spec["tasks"] if t not in done]
+    if todo:
+        from codepeft.evaluation import evaluate
+
+        done.update(
+            evaluate(
+                target,
+                todo,
+                settings,
+                e["k"],
+                limit=e["limit"],
+                output_dir=eval_dir,
+                prompt_format=e["prompt_format"],
+                workers=e["sandbox_workers"],
+                device=spec["model"]["device"],
+                task_data=e["task_data"],
+                method=baseline.get("name"),
+                method_options=baseline.get("options"),
+            )
+        )
+    from codepeft.study.store import flatten_scores
+
+    result["metrics"] = [row for task in spec["tasks"] for row in flatten_scores(task, done[task]["scores"])]
+    eval_time = round(sum(done[t].get("seconds", 0.0) for t in spec["tasks"]), 1)
+    result.setdefault("cost", {})["eval_time_s"] = eval_time
+    return result
+
+
+def _finished_tasks(eval_dir: Path, tasks: list[str], settings, limit, baseline: dict) -> dict[str, dict]:
+    """Task results already on disk from an interrupted attempt with the same settings."""
+    from dataclasses import asdict
+
+    done = {}
+    for task in tasks:
+        path = eval_dir / f"{task}.json"
+        if not path.is_file():
+            continue
+        try:
+            r = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            continue  # half-written: evaluate again
+        gen = {k: v for k, v in r.get("generation", {}).items() if k != "stop"}
+        want = {k: v for k, v in asdict(settings).items() if k != "stop"}
+        same_baseline = (r.get("baseline") or {}).get("options") == _resolved_options(baseline)
+        if gen == want and r.get("limit") == limit and same_baseline:
+            done[task] = r
+    return done
+
+
+def _resolved_options(baseline: dict) -> dict | None:
+    if not baseline:
+        return None
+    from codepeft.methods import get_method
+
+    return get_method(baseline["name"]).options(baseline["options"])
+
+
+def _run_facts(run_dir: Path) -> tuple[dict, dict, list[dict]]:
+    info = json.loads((run_dir / "run.json").read_text())
+    cost = json.loads((run_dir / "cost.json").read_text())
+    run = {
+        "run_dir": str(run_dir),
+        "final_train_loss": info.get("final_train_loss"),
+        "final_eval_loss": info.get("final_eval_loss"),
+        "steps": cost.get("steps"),
+        "resumed_from": cost.get("resumed_from"),
+    }
+    curves = []
+    metrics = run_dir / "metrics.jsonl"
+    for line in metrics.read_text().splitlines() if metrics.is_file() else []:
+        row = json.loads(line)
+        for key, value in row.items():
+            if key == "loss":
+                curves.append({"split": "train", "step": row["step"], "loss": value})
+            elif key.startswith("eval_") and key.endswith("_loss"):
+                split = key[len("eval_") : -len("_loss")] or "eval"
+                curves.append({"split": split, "step": row["step"], "loss": value})
+    return run, cost, curves

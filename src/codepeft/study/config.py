@@ -1,0 +1,173 @@
+"""A study: models x methods x training datasets x seeds, each cell trained (unless the method is a
+prompting baseline or zero-shot), evaluated on the study's tasks, and recorded in one store."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from codepeft.config import DatasetSpec, DataSpec, ModelSpec, TrainSpec, apply_overrides, format_errors
+from codepeft.errors import CodepeftError
+
+ZERO_SHOT = "zero-shot"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class StudyModel(ModelSpec):
+    """A model of the grid; `label` names it in the report, `size` orders a scale axis."""
+
+    label: str | None = None
+    size: float | None = None  # parameters; None = counted when the model is loaded
+
+    @property
+    def name(self) -> str:
+        return self.label or Path(self.name_or_path).name
+
+
+class StudyMethod(BaseModel):
+    """A method of the registry (tuning or baseline) or `zero-shot`; other keys are its options.
+    `label` names it in the report; `train` overrides the study's training settings for it."""
+
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
+    name: str
+    label: str | None = None
+    train: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+    @property
+    def display(self) -> str:
+        return self.label or self.name
+
+
+class StudyDataset(_Strict):
+    """A training set of the grid: one source, or several trained jointly (weights mix them).
+    `tasks` adds tasks evaluated only for cells trained on this set."""
+
+    name: str
+    train: list[DatasetSpec]
+    tasks: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        if isinstance(value, str):  # `- stdlib-instruct`
+            return {"name": value, "train": [{"source": value}]}
+        if isinstance(value, dict) and isinstance(value.get("train"), str | dict):
+            train = value["train"]
+            value = {**value, "train": [{"source": train} if isinstance(train, str) else train]}
+        return value
+
+
+class StudyEval(_Strict):
+    tasks: list[str] = Field(default_factory=lambda: ["stdlib-instruct-loss"])
+    n: int = Field(1, gt=0)
+    temperature: float = 0.0
+    top_p: float = 0.95
+    k: list[int] = Field(default_factory=lambda: [1])
+    limit: int | None = Field(None, gt=0)
+    max_new_tokens: int = Field(128, gt=0)
+    batch_size: int = Field(8, gt=0)
+    prompt_format: str | None = None
+    task_data: dict[str, str] = Field(default_factory=dict)
+    sandbox_workers: int = Field(2, gt=0)
+
+
+class StudyBackend(_Strict):
+    kind: Literal["local", "ray"] = "local"
+    workers: int = Field(1, gt=0)  # cells run at once
+    gpus_per_cell: float = 0.0  # Ray resource request; 0 on CPU
+    cpus_per_cell: float = 1.0
+    address: str | None = None  # Ray cluster address; None starts a local instance
+
+
+class StudyConfig(_Strict):
+    name: str
+    output_dir: str | None = None  # default: studies/<name>
+    models: list[StudyModel]
+    methods: list[StudyMethod]
+    datasets: list[StudyDataset]
+    seeds: list[int] = Field(default_factory=lambda: [0])
+    data: DataSpec = Field(default_factory=DataSpec)  # format, lengths, packing (its `train` is set per dataset)
+    train: TrainSpec = Field(default_factory=TrainSpec)
+    eval: StudyEval = Field(default_factory=StudyEval)
+    backend: StudyBackend = Field(default_factory=StudyBackend)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_data_train(cls, value: Any) -> Any:
+        if isinstance(value, dict) and isinstance(value.get("data"), dict) and "train" in value["data"]:
+            raise ValueError("training data goes under `datasets` (one entry per training set), not data.train")
+        return value
+
+    @model_validator(mode="after")
+    def _unique_labels(self):
+        for what, names in (
+            ("model", [m.name for m in self.models]),
+            ("method", [m.display for m in self.methods]),
+            ("dataset", [d.name for d in self.datasets]),
+        ):
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            if dupes:
+                raise ValueError(f"two {what}s share the label(s) {dupes}: give each a distinct `label`")
+        return self
+
+    @property
+    def directory(self) -> Path:
+        return Path(self.output_dir or Path("studies") / self.name)
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "x"
+
+
+def load_study(path: str | Path, overrides: list[str] | None = None) -> StudyConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise CodepeftError(f"study config not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise CodepeftError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise CodepeftError(f"{path}: the top level must be a mapping of sections")
+    if overrides:
+        raw = apply_overrides(raw, overrides)
+    try:
+        config = StudyConfig.model_validate(raw)
+    except ValidationError as err:
+        raise CodepeftError(format_errors(err, str(path)).replace("invalid config", "invalid study config")) from None
+    _check_names(config, path)
+    return config
+
+
+def _check_names(config: StudyConfig, path: Path) -> None:
+    """Unknown methods, options and tasks fail before any cell runs."""
+    from codepeft.methods import get_method
+    from codepeft.tasks import get_task
+
+    for m in config.methods:
+        if m.name == ZERO_SHOT:
+            continue
+        try:
+            get_method(m.name).options(m.options)
+        except CodepeftError as err:
+            raise CodepeftError(f"{path}: methods[{m.display}]: {err}") from None
+        try:
+            TrainSpec.model_validate({**config.train.model_dump(), **m.train})
+        except ValidationError as err:
+            raise CodepeftError(format_errors(err, f"{path} methods[{m.display}].train")) from None
+    for name in {t for d in config.datasets for t in d.tasks} | set(config.eval.tasks):
+        try:
+            get_task(name, config.eval.task_data.get(name))
+        except CodepeftError as err:
+            raise CodepeftError(f"{path}: {err}") from None
