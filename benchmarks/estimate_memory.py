@@ -43,14 +43,16 @@ ids = torch.randint(5, config.vocab_size, (batch, seq))
 start = proc.memory_info().rss
 threading.Thread(target=sample, daemon=True).start()
 auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
-model = auto.from_config(config, attn_implementation="sdpa" if config.model_type != "t5" else "eager")
+try:
+    model = auto.from_config(config, attn_implementation="sdpa")
+except ValueError:  # no SDPA for this architecture (CodeGen, T5): eager attention
+    model = auto.from_config(config, attn_implementation="eager")
+print(json.dumps({"attention": model.config._attn_implementation}), flush=True)
 m = get_method(method)
 model = m.apply(model, m.options({}), ApplyContext())
 model.train()
 opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
 kwargs = dict(input_ids=ids, labels=ids)
-if config.is_encoder_decoder:
-    kwargs = dict(input_ids=ids, labels=ids)
 for _ in range(3):
     loss = model(**kwargs).loss
     loss.backward()
@@ -88,8 +90,9 @@ def main() -> None:
                     [sys.executable, "-c", MEASURE, str(path), method, str(SEQ), str(BATCH)],
                     capture_output=True, text=True, env=env, check=True,
                 )  # fmt: skip
-                measured = json.loads(out.stdout.strip().splitlines()[-1])["peak_bytes"]
-                attention = "eager" if arch == "t5" else "sdpa"
+                lines = [json.loads(x) for x in out.stdout.strip().splitlines() if x.startswith("{")]
+                measured = lines[-1]["peak_bytes"]
+                attention = "sdpa" if lines[0]["attention"] == "sdpa" else "eager"
                 est = estimate(str(path), method, seq_len=SEQ, batch=BATCH, dtype="fp32", device="cpu",
                                attention=attention)  # fmt: skip
                 rows.append(

@@ -68,7 +68,30 @@ def _dims(config) -> dict:
         layers = layers + get("num_decoder_layers", default=layers)
     heads = get("num_attention_heads", "n_head", "num_heads", default=1)
     inner = get("intermediate_size", "n_inner", "d_ff", default=None) or 4 * hidden
-    return {"hidden": hidden, "layers": layers, "heads": heads, "inner": inner, "vocab": text.vocab_size}
+    gated = "gated" in str(get("feed_forward_proj", default="")) or get("hidden_act", default="") in ("silu", "swiglu")
+    return {
+        "hidden": hidden,
+        "layers": layers,
+        "heads": heads,
+        "inner": inner,
+        "vocab": text.vocab_size,
+        "gated": gated,
+        "cross_attention": bool(getattr(config, "is_encoder_decoder", False)),
+        "dropout": get("resid_pdrop", "hidden_dropout", "dropout_rate", "dropout", default=0.0) or 0.0,
+        "attention_dropout": get("attn_pdrop", "attention_dropout", "dropout_rate", default=0.0) or 0.0,
+    }
+
+
+def _dropout_inputs(model) -> int:
+    """Summed input width of the layers whose adapter applies dropout to its input (peft LoRA)."""
+    total = 0
+    for module in model.modules():
+        dropout = getattr(module, "lora_dropout", None)
+        if isinstance(dropout, torch.nn.ModuleDict) and any(
+            isinstance(m, torch.nn.Dropout) and m.p > 0 for m in dropout.values()
+        ):
+            total += getattr(module, "in_features", 0) or 0
+    return total
 
 
 def _meta_model(config):
@@ -135,17 +158,31 @@ def estimate(
     virtual = getattr(getattr(tuned, "peft_config", {}).get("default"), "num_virtual_tokens", 0) or 0
     tokens += virtual * batch
     act_width = width if dtype != "fp32" else 4
-    # Korthikanti et al.: attention block 11 s*b*h + MLP block (2 h + 2 * inner) s*b values, layer
-    # norms 2 s*b*h; in bytes of the compute dtype, plus dropout masks (1 byte) where dropout is on.
-    per_layer_values = tokens * (13 * d["hidden"] + 2 * d["inner"])
-    if attention == "eager":
-        per_layer_values += 2 * batch * d["heads"] * (seq_len + virtual) ** 2
+    # After Korthikanti et al., per token and layer, in the compute dtype: the attention block and
+    # layer norms keep about 10 h values for their own backward, the MLP its activation's inputs
+    # (1 x inner; gated MLPs: gate, up and activation, 3 x inner). The inputs of the linear layers
+    # (3 h + inner) are kept only when those layers' weights train: a frozen layer needs its
+    # weight, not its input, to pass the gradient on.
+    per_layer_values = tokens * (10 * d["hidden"] + (3 if d["gated"] else 1) * d["inner"])
+    if m.family == "full":
+        per_layer_values += tokens * (3 * d["hidden"] + d["inner"])
+    if d["dropout"] > 0:  # residual dropouts keep their output and a 1-byte mask
+        per_layer_values += tokens * 2 * d["hidden"] * (1 + 1 / act_width)
+    if d["attention_dropout"] > 0 or attention == "eager":  # probabilities kept (and dropped out)
+        copies = 2 + 1 / act_width if d["attention_dropout"] > 0 else 1
+        per_layer_values += copies * batch * d["heads"] * (seq_len + virtual) ** 2
+    if d["cross_attention"]:  # decoder layers (half of them) also attend to the encoder
+        per_layer_values += 0.5 * (tokens * 6 * d["hidden"] + batch * d["heads"] * seq_len**2 * 2)
     per_layer = per_layer_values * act_width
+    # LoRA-style dropout on a layer's input keeps a dropped-out copy of that input (and its mask).
+    dropout_values = tokens * _dropout_inputs(tuned) / d["layers"]
+    per_layer += dropout_values * (act_width + 1)
     if gradient_checkpointing:
         activations = d["layers"] * tokens * d["hidden"] * act_width + per_layer
     else:
         activations = d["layers"] * per_layer
-    logits = 2 * tokens * d["vocab"] * 4  # fp32 logits and their gradient
+    # fp32 logits, their log-softmax kept for the loss, and both gradients during backward
+    logits = 4 * tokens * d["vocab"] * 4
     return Estimate(
         model=model,
         method=method,

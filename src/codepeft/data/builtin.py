@@ -61,6 +61,18 @@ def _stdlib(rec):
     }
 
 
+def _body_lines(rec) -> int:
+    return sum(1 for line in rec["output"].splitlines() if line.strip())
+
+
+def _stdlib_oneliner(rec):
+    return _stdlib(rec) if _body_lines(rec) == 1 else None
+
+
+def _stdlib_multiline(rec):
+    return _stdlib(rec) if _body_lines(rec) > 1 else None
+
+
 def _prompt_completion(rec):
     return {"instruction": rec["prompt"], "input": "", "output": rec["completion"]}
 
@@ -114,6 +126,22 @@ BUILTINS: dict[str, BuiltinDataset] = {
             "docstring -> function body pairs mined from the Python standard library (offline)",
             None,
             _stdlib,
+            offline=stdlib_instruct.load_split,
+        ),
+        # Two disjoint parts of stdlib-instruct, the offline stand-ins for a CoNaLa-like (one-line
+        # answers) and a CodeAlpaca-like (longer answers) dataset in joint-vs-separate studies.
+        BuiltinDataset(
+            "stdlib-oneliners",
+            "stdlib-instruct pairs whose body is one line (offline)",
+            None,
+            _stdlib_oneliner,
+            offline=stdlib_instruct.load_split,
+        ),
+        BuiltinDataset(
+            "stdlib-multiline",
+            "stdlib-instruct pairs whose body has several lines (offline)",
+            None,
+            _stdlib_multiline,
             offline=stdlib_instruct.load_split,
         ),
         BuiltinDataset(

@@ -23,6 +23,8 @@ TASKS: dict[str, Callable[[], Task]] = {
     "humanevalsynthesize-java": lambda: HumanEvalPackJava("synthesize"),
     "humanevalfix-java": lambda: HumanEvalPackJava("fix"),
     "stdlib-instruct": lambda: MatchTask("stdlib-instruct"),
+    "stdlib-oneliners": lambda: MatchTask("stdlib-oneliners"),
+    "stdlib-multiline": lambda: MatchTask("stdlib-multiline"),
     "conala": lambda: MatchTask("conala"),
     "codealpaca-py": lambda: MatchTask("codealpaca-py"),
     "stdlib-instruct-loss": lambda: LossTask("stdlib-instruct"),

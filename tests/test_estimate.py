@@ -1,0 +1,85 @@
+"""`codepeft estimate`: exact parameter counts from the config alone, memory that moves the right
+way with each setting, and advice that fits. (Its accuracy against measured peaks is a benchmark:
+benchmarks/estimate_memory.py.)"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from codepeft.cli import app
+from codepeft.errors import CodepeftError
+from codepeft.estimate import GB, estimate, suggest
+
+
+@pytest.mark.parametrize("arch", ["gpt_bigcode", "llama", "t5"])
+@pytest.mark.parametrize("method", ["full", "lora", "ia3", "prompt", "adapter_houlsby"])
+def test_counts_equal_a_real_model(tiny_model, arch, method):
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    from codepeft.methods import ApplyContext, count_parameters, get_method
+
+    path = tiny_model(arch)
+    auto = AutoModelForSeq2SeqLM if AutoConfig.from_pretrained(path).is_encoder_decoder else AutoModelForCausalLM
+    m = get_method(method)
+    real = count_parameters(m.apply(auto.from_pretrained(path), m.options({}), ApplyContext(tokenizer_path=str(path))))
+    est = estimate(str(path), method, seq_len=64, batch=2, dtype="fp32", device="cpu")
+    assert (est.trainable_params, est.total_params) == (real["trainable_params"], real["total_params"])
+
+
+def test_memory_moves_the_right_way(tiny_model):
+    path = str(tiny_model("llama"))
+    lora = estimate(path, "lora", seq_len=256, batch=4)
+    assert estimate(path, "qlora", seq_len=256, batch=4).weights_bytes < lora.weights_bytes
+    assert estimate(path, "full", seq_len=256, batch=4).trainable_state_bytes > lora.trainable_state_bytes
+    ckpt = estimate(path, "lora", seq_len=256, batch=4, gradient_checkpointing=True)
+    assert ckpt.activations_bytes < lora.activations_bytes
+    double = estimate(path, "lora", seq_len=256, batch=8)
+    assert double.activations_bytes == pytest.approx(2 * lora.activations_bytes)
+    assert double.logits_bytes == pytest.approx(2 * lora.logits_bytes)
+    assert double.weights_bytes == lora.weights_bytes
+    assert estimate(path, "lora", seq_len=256, batch=4, device="cpu").runtime_bytes == 0
+    assert lora.runtime_bytes > 0  # the CUDA context
+
+
+def test_suggestions_fit_the_budget(tiny_model):
+    path = str(tiny_model("llama"))
+    kwargs = dict(model=path, method="full", seq_len=2048, batch=8, device="cpu")
+    plain = estimate(**kwargs)
+    ckpt = estimate(**kwargs, gradient_checkpointing=True)
+    budget = (ckpt.peak_bytes + plain.peak_bytes) / 2 / GB
+    words, fits = suggest(budget, **kwargs)
+    assert words == "turn on gradient checkpointing" and fits.peak_bytes <= budget * GB
+    assert suggest(1e-6, **kwargs) is None
+
+
+def test_estimate_cli(tiny_model):
+    runner = CliRunner()
+    path = str(tiny_model("gpt_bigcode"))
+    out = runner.invoke(app, ["estimate", "--model", path, "--method", "lora", "--method-opt", "r=4", "--json"])
+    assert out.exit_code == 0, out.output
+    data = json.loads(out.output)
+    assert data["with_checkpointing"]["peak_bytes"] < data["without_checkpointing"]["peak_bytes"]
+    r8 = estimate(path, "lora").trainable_params
+    assert data["without_checkpointing"]["trainable_params"] == r8 // 2  # LoRA parameters scale with r
+    big = dict(seq_len=4096, batch=4)
+    between = (
+        (
+            estimate(path, "lora", **big).peak_bytes
+            + estimate(path, "lora", **big, gradient_checkpointing=True).peak_bytes
+        )
+        / 2
+        / GB
+    )
+    args = ["estimate", "--model", path, "--seq-len", "4096", "--batch", "4", "--memory", f"{between:.3f}"]
+    text = runner.invoke(app, args)
+    assert text.exit_code == 0
+    assert f"does not fit in {between:.3f} GB; cheapest change that fits: turn on gradient checkpointing" in " ".join(
+        text.output.split()
+    )
+    bad = runner.invoke(app, ["estimate", "--model", path, "--method", "icl"])
+    assert bad.exit_code == 2 and "trains nothing" in bad.output
+    with pytest.raises(CodepeftError, match="cannot load model"):
+        estimate("/no/such/model")
