@@ -106,7 +106,7 @@ def main() -> None:
                 )
                 print(json.dumps(rows[-1]), flush=True)
     errors = [abs(r["error_%"]) for r in rows]
-    print(f"\n| arch | method | measured MB | estimated MB | error % |\n|---|---|---|---|---|")
+    print("\n| arch | method | measured MB | estimated MB | error % |\n|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['arch']} | {r['method']} | {r['measured_mb']} | {r['estimated_mb']} | {r['error_%']:+} |")
     within = sum(e <= 15 for e in errors)

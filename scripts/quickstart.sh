@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Set up, build the offline default model (cached after the first time) and tune it with LoRA.
+# The main job on the offline default: set up, build the default model (cached after the first
+# time), run the quickstart study (six tuning methods, zero-shot, ICL and RAG) and write its report.
+# Extra arguments go to `codepeft study` (e.g. --set train.max_steps=10).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/codepeft bootstrap
-.venv/bin/codepeft train configs/quickstart.yaml --set method.name="${METHOD:-lora}" "$@"
+.venv/bin/codepeft study configs/quickstart-study.yaml "$@"

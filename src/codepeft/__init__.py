@@ -12,5 +12,19 @@ def evaluate(*args, **kwargs):
     return _evaluate(*args, **kwargs)
 
 
-__all__ = ["CodepeftError", "RunConfig", "evaluate", "load_config", "load_run", "train"]
+def load_study(*args, **kwargs):
+    """Read a study config (see codepeft.study.load_study)."""
+    from codepeft.study import load_study as _load_study
+
+    return _load_study(*args, **kwargs)
+
+
+def run_study(*args, **kwargs):
+    """Run a study grid resumably into its results store (see codepeft.study.run_study)."""
+    from codepeft.study import run_study as _run_study
+
+    return _run_study(*args, **kwargs)
+
+
+__all__ = ["CodepeftError", "RunConfig", "evaluate", "load_config", "load_run", "load_study", "run_study", "train"]
 __version__ = "0.1.0"

@@ -164,21 +164,26 @@ def parse_config(raw: dict[str, Any], where: str = "(inline)") -> RunConfig:
         raise CodepeftError(format_errors(err, where)) from None
 
 
+def read_yaml(path: Path, what: str = "config file") -> dict[str, Any]:
+    """A YAML mapping from a file, with errors that name the file."""
+    if not path.is_file():
+        raise CodepeftError(f"{what} not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise CodepeftError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise CodepeftError(f"{path}: the top level must be a mapping of sections")
+    return raw
+
+
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
     """Read a YAML run config (or the defaults when path is None) and apply overrides."""
     raw: dict[str, Any] = {}
     where = "(defaults)"
     if path is not None:
-        path = Path(path)
         where = str(path)
-        if not path.is_file():
-            raise CodepeftError(f"config file not found: {path}")
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise CodepeftError(f"{path}: not valid YAML: {err}") from None
-        if not isinstance(raw, dict):
-            raise CodepeftError(f"{path}: the top level must be a mapping of sections")
+        raw = read_yaml(Path(path))
     config = parse_config(raw, where)
     if not overrides:
         return config

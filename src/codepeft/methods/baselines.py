@@ -20,29 +20,33 @@ def _refuse(name: str):
 ICL_DEFAULTS = {"shots": 3, "seeds": 5, "draw": "fixed", "examples": None}
 RAG_DEFAULTS = {"shots": 3, "retriever": "bm25", "embedder": None, "rerank": None, "candidates": 20, "examples": None}
 
-register(
-    Method(
-        name="icl",
-        family="baseline",
-        style="nothing: k random training examples in the prompt",
-        learning_rate=0.0,
-        defaults=ICL_DEFAULTS,
-        apply=_refuse("icl"),
-        option_names=lambda: set(ICL_DEFAULTS),
-        notes="examples: a dataset source (default: the task's own training split, else stdlib-instruct); "
-        "draw: fixed (one k-shot prompt per seed) or per-problem; seeds: repetitions reported as mean and spread",
+
+def _baseline(name: str, style: str, defaults: dict, notes: str) -> None:
+    register(
+        Method(
+            name=name,
+            family="baseline",
+            style=style,
+            learning_rate=0.0,
+            defaults=defaults,
+            apply=_refuse(name),
+            option_names=lambda: set(defaults),
+            notes=notes,
+        )
     )
+
+
+_baseline(
+    "icl",
+    "nothing: k random training examples in the prompt",
+    ICL_DEFAULTS,
+    "examples: a dataset source (default: the task's own training split, else stdlib-instruct); "
+    "draw: fixed (one k-shot prompt per seed) or per-problem; seeds: repetitions reported as mean and spread",
 )
-register(
-    Method(
-        name="rag",
-        family="baseline",
-        style="nothing: k retrieved training examples in the prompt",
-        learning_rate=0.0,
-        defaults=RAG_DEFAULTS,
-        apply=_refuse("rag"),
-        option_names=lambda: set(RAG_DEFAULTS),
-        notes="retriever: bm25 (bm25s) or dense (sentence-transformers; offline default all-MiniLM-L6-v2 from the "
-        "`rag` extra, or any model id); rerank: dense or a cross-encoder id over `candidates` first-stage hits",
-    )
+_baseline(
+    "rag",
+    "nothing: k retrieved training examples in the prompt",
+    RAG_DEFAULTS,
+    "retriever: bm25 (bm25s) or dense (sentence-transformers; offline default all-MiniLM-L6-v2 from the "
+    "`rag` extra, or any model id); rerank: dense or a cross-encoder id over `candidates` first-stage hits",
 )

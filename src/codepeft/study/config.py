@@ -7,10 +7,9 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from codepeft.config import DatasetSpec, DataSpec, ModelSpec, TrainSpec, apply_overrides, format_errors
+from codepeft.config import DatasetSpec, DataSpec, ModelSpec, TrainSpec, apply_overrides, format_errors, read_yaml
 from codepeft.errors import CodepeftError
 
 ZERO_SHOT = "zero-shot"
@@ -132,14 +131,7 @@ def slug(text: str) -> str:
 
 def load_study(path: str | Path, overrides: list[str] | None = None) -> StudyConfig:
     path = Path(path)
-    if not path.is_file():
-        raise CodepeftError(f"study config not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise CodepeftError(f"{path}: not valid YAML: {err}") from None
-    if not isinstance(raw, dict):
-        raise CodepeftError(f"{path}: the top level must be a mapping of sections")
+    raw = read_yaml(path, "study config")
     if overrides:
         raw = apply_overrides(raw, overrides)
     try:
