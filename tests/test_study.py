@@ -179,3 +179,16 @@ def test_ray_backend_on_a_local_instance(tmp_path, tiny_model):
     assert [c["status"] for c in cells] == ["done", "done"]
     assert len(_rows(tmp_path / "study", "runs")) == 1
     assert len(_rows(tmp_path / "study", "metrics")) == 2 * 3  # loss, perplexity, pass@1 per cell
+
+
+def test_cells_can_train_under_accelerate_launch(tmp_path, tiny_model):
+    config = _config(tmp_path, tiny_model, backend={"accelerate": ["--num_processes", "1", "--cpu"]})
+    config["models"] = config["models"][:1]
+    config["methods"] = [{"name": "lora"}]
+    result = _study(_write(tmp_path, config), "--no-report")
+    assert result.exit_code == 0, result.output
+    run_dir = tmp_path / "study" / "cells" / "bigcode__lora__stdlib__seed0" / "run"
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["status"] == "completed" and (run_dir / "adapter").is_dir()
+    assert (run_dir.parent / "run_config.yaml").is_file()
+    assert _rows(tmp_path / "study", "runs")[0]["steps"] == 4

@@ -514,3 +514,7 @@ def main() -> None:  # pragma: no cover - entry point
     except CodepeftError as err:
         Console(stderr=True).print(f"[bold red]error:[/] {err}")
         sys.exit(2)
+
+
+if __name__ == "__main__":  # `python -m codepeft.cli`, as `accelerate launch -m codepeft.cli` runs it
+    main()

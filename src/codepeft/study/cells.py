@@ -59,6 +59,8 @@ def _spec(config, model, method, dataset, seed, trains, cell_dir: Path) -> dict:
         "eval": config.eval.model_dump(mode="json", exclude={"tasks"}),
         "model": model_spec,
     }
+    if trains and config.backend.accelerate is not None:
+        spec["accelerate"] = list(config.backend.accelerate)
     if trains:
         spec["run_config"] = {
             "name": slug(f"{config.name}-{model.name}-{method.display}-{dataset.name}"),
@@ -124,7 +126,10 @@ def _run(spec: dict) -> dict:
         info_path = run_dir / "run.json"
         status = json.loads(info_path.read_text()).get("status") if info_path.is_file() else None
         if status != "completed":  # a run cut short resumes from its last checkpoint
-            train(config, run_dir, resume=status is not None)
+            if "accelerate" in spec:
+                _launch(spec, cell_dir, run_dir, resume=status is not None)
+            else:
+                train(config, run_dir, resume=status is not None)
         result["run"], result["cost"], result["curves"] = _run_facts(run_dir)
         target = str(run_dir)
     e = spec["eval"]
@@ -165,6 +170,25 @@ def _run(spec: dict) -> dict:
     eval_time = round(sum(done[t].get("seconds", 0.0) for t in spec["tasks"]), 1)
     result.setdefault("cost", {})["eval_time_s"] = eval_time
     return result
+
+
+def _launch(spec: dict, cell_dir: Path, run_dir: Path, resume: bool) -> None:
+    """Train the cell with `accelerate launch -m codepeft.cli train` (one cell on several devices)."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from codepeft.errors import CodepeftError
+
+    config_path = cell_dir / "run_config.yaml"
+    config_path.write_text(yaml.safe_dump(spec["run_config"], sort_keys=False))
+    where = ["--resume", str(run_dir)] if resume else [str(config_path), "--output-dir", str(run_dir)]
+    command = [sys.executable, "-m", "accelerate.commands.launch", *spec["accelerate"], "-m", "codepeft.cli", "train"]
+    done = subprocess.run([*command, *where], capture_output=True, text=True)
+    if done.returncode != 0:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-5:]
+        raise CodepeftError(f"accelerate launch failed ({done.returncode}): " + " | ".join(tail))
 
 
 def _finished_tasks(eval_dir: Path, tasks: list[str], settings, limit, baseline: dict) -> dict[str, dict]:

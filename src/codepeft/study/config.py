@@ -87,6 +87,9 @@ class StudyBackend(_Strict):
     gpus_per_cell: float = 0.0  # Ray resource request; 0 on CPU
     cpus_per_cell: float = 1.0
     address: str | None = None  # Ray cluster address; None starts a local instance
+    # Train each cell under `accelerate launch` with these arguments (several GPUs for one cell),
+    # e.g. ["--multi_gpu", "--num_processes", "4"]; None trains in the cell's own process.
+    accelerate: list[str] | None = None
 
 
 class StudyConfig(_Strict):
