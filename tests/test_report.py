@@ -43,7 +43,12 @@ def study_dir(tmp_path):
     for r in ROWS:
         result = {
             "metrics": flatten_scores("humaneval", {"pass@1": {"value": r[5], "ci95": [r[5] - 0.05, r[5] + 0.05]}})
-            + flatten_scores("conala", {"em@1": {"value": r[6]}}),
+            + flatten_scores("conala", {"em@1": {"value": r[6]}})
+            + flatten_scores(
+                "recode-syntax",
+                {"robust_pass@1": {"value": r[5] / 2}, "robust_drop@1": {"value": 0.5}, "nominal@1": {"value": r[5]}},
+            )
+            + flatten_scores("security-python", {"valid_rate": {"value": 0.9}, "insecure_rate": {"value": r[6]}}),
         }
         if r[7] is not None:
             result["run"] = {"run_dir": "x", "final_train_loss": r[7] - 0.1, "final_eval_loss": r[7], "steps": 10}
@@ -70,11 +75,12 @@ def _data(study_dir):
 def test_ranking_normalises_within_each_model(study_dir):
     rank = A.ranking(_data(study_dir))
     small = rank[rank["model"] == "small"].set_index("method_label")
-    # pass@1 0.30/0.25/0.10/0.05 -> 1, .8, .2, 0; em@1 .2/.1/.05/0 -> 1, .5, .25, 0
-    assert small.loc["full", "mean_normalised_score"] == pytest.approx(1.0)
-    assert small.loc["lora", "mean_normalised_score"] == pytest.approx((0.8 + 0.5) / 2)
-    assert small.loc["ia3", "mean_normalised_score"] == pytest.approx((0.2 + 0.25) / 2)
-    assert small.loc["icl", "mean_normalised_score"] == pytest.approx(0.0)
+    # pass@1 0.30/0.25/0.10/0.05 -> 1, .8, .2, 0; em@1 .2/.1/.05/0 -> 1, .5, .25, 0; ReCode as pass@1;
+    # insecure rate (= em@1 here) is lower-better: 0, .5, .75, 1
+    assert small.loc["full", "mean_normalised_score"] == pytest.approx((1 + 1 + 1 + 0) / 4)
+    assert small.loc["lora", "mean_normalised_score"] == pytest.approx((0.8 + 0.5 + 0.8 + 0.5) / 4)
+    assert small.loc["ia3", "mean_normalised_score"] == pytest.approx((0.2 + 0.25 + 0.2 + 0.75) / 4)
+    assert small.loc["icl", "mean_normalised_score"] == pytest.approx((0 + 0 + 0 + 1) / 4)
     assert list(small.sort_values("rank").index) == ["full", "lora", "ia3", "icl"]
 
 
@@ -115,17 +121,24 @@ def test_joint_vs_separate_table(study_dir):
 def test_report_writes_tables_figures_and_one_page(study_dir):
     page = write_report(study_dir)
     figures = study_dir / "report" / "figures"
-    for name in ("ranking", "loss_vs_size", "loss_curves", "params_vs_loss", "loss_vs_score", "memory", "pareto"):
+    for name in (
+        "ranking", "loss_vs_size", "loss_curves", "params_vs_loss", "loss_vs_score", "memory", "pareto", "robustness",
+        "security",
+    ):  # fmt: skip
         assert (figures / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     tables = study_dir / "report" / "tables"
-    for name in ("scores", "ranking", "loss", "correlations", "costs", "pareto", "joint_vs_separate"):
+    for name in ("scores", "ranking", "loss", "correlations", "costs", "pareto", "joint_vs_separate", "robustness"):
         for suffix in ("md", "csv", "tex"):
             assert (tables / f"{name}.{suffix}").is_file(), f"{name}.{suffix}"
     loss = pd.read_csv(tables / "loss.csv")
     assert sorted(loss["final_test_loss"]) == sorted(r[7] for r in ROWS if r[7] is not None)
     html = page.read_text()
-    assert html.count("<img") == 7 and "data:image/png;base64," in html
-    assert "no ReCode task in this study" in html and "no security task" in html
+    assert html.count("<img") == 9 and "data:image/png;base64," in html
+    robust = pd.read_csv(tables / "robustness.csv").set_index(["dataset", "model", "method_label"])
+    assert robust.loc[("a", "small", "lora"), "syntax robust_pass@1"] == pytest.approx(0.125)
+    assert robust.loc[("a+b", "large", "lora"), "syntax robust_pass@1"] == pytest.approx(0.235)  # not averaged
+    security = pd.read_csv(tables / "security.csv").set_index(["dataset", "model", "method_label"])
+    assert security.loc[("a", "large", "ia3"), "python insecure_rate"] == pytest.approx(0.35)
     assert "\\begin{tabular}" in (tables / "scores.tex").read_text()
 
 

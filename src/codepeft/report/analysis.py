@@ -239,15 +239,14 @@ def pareto(data: StudyData) -> pd.DataFrame:
 
 
 def category_table(data: StudyData, prefix: str, metrics: tuple[str, ...]) -> pd.DataFrame:
-    """Rows method (x model), columns task x metric, for tasks whose name starts with prefix."""
+    """Rows training set x model x method, columns task x metric, for tasks whose name starts with prefix."""
     m = data.metrics[data.metrics["task"].str.startswith(prefix) & data.metrics["metric"].isin(metrics)]
     if not len(m):
         return pd.DataFrame()
     m = m.merge(data.cells, on="cell_id")
     m["column"] = m["task"].str.removeprefix(prefix) + " " + m["metric"]
-    return m.pivot_table(
-        index=["model", "method_label"], columns="column", values="value", aggfunc="mean"
-    ).reset_index()
+    index = ["dataset", "model", "method_label"]  # never average over training sets
+    return m.pivot_table(index=index, columns="column", values="value", aggfunc="mean").reset_index()
 
 
 def prompting_vs_tuning(data: StudyData) -> pd.DataFrame:

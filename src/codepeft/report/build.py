@@ -104,7 +104,7 @@ def write_report(directory: str | Path) -> Path:
             "no ReCode task in this study",
         ),
     )
-    security = A.category_table(data, "security", ("valid_rate", "insecure_rate"))
+    security = A.category_table(data, "security-", ("valid_rate", "insecure_rate"))
     table(
         "Security",
         "security",

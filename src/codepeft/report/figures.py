@@ -179,7 +179,10 @@ def pareto(data: A.StudyData, path: Path) -> Path | str:
 def grouped_bars(table: pd.DataFrame, path: Path, title: str, empty: str) -> Path | str:
     if not len(table):
         return empty
-    values = table.set_index(table["model"] + " " + table["method_label"]).drop(columns=["model", "method_label"])
+    label = table["model"] + " " + table["method_label"]
+    if table["dataset"].nunique() > 1:
+        label = label + " (" + table["dataset"] + ")"
+    values = table.set_index(label).drop(columns=["dataset", "model", "method_label"])
     ax = values.plot.bar(figsize=(max(6, 0.6 * values.size), 4))
     ax.set_title(title)
     ax.tick_params(axis="x", rotation=45, labelsize=7)
