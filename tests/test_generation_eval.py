@@ -190,3 +190,31 @@ def test_finished_rows_leave_the_batch(tiny_model, monkeypatch):
     assert sizes[0] == 3 and len(sizes) > 1
     assert sizes == sorted(sizes, reverse=True)
     assert min(sizes) < 3  # rows that reached the stop string ("e" is frequent) stopped costing compute
+
+
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_vllm_would_serve_the_tuned_weights(tiny_model, tmp_path, monkeypatch, method):
+    """vLLM needs a GPU, but what it is asked to serve is decided here: the adapter of a LoRA run
+    (over its base model), the saved weights of a full fine-tuning run."""
+    import codepeft.evaluation as ev
+    from codepeft.config import load_config
+    from codepeft.training import train
+
+    base = tiny_model("gpt_bigcode")
+    run = train(
+        load_config(None, [f"model.name_or_path={base}", f"method.name={method}", "train.max_steps=1",
+                           "data.max_length=64", "data.train.0.limit=16"]),
+        tmp_path / "run",
+    ).run_dir  # fmt: skip
+    asked, original = {}, ev.make_backend
+
+    def recording_backend(kind, model, tok, serve_model=None, adapter_dir=None, family=None):
+        asked.update(serve_model=serve_model, adapter_dir=adapter_dir, family=family)
+        return original(kind, model, tok, serve_model, adapter_dir, family)
+
+    monkeypatch.setattr(ev, "make_backend", recording_backend)
+    ev.evaluate(str(run), ["humaneval"], GenerationSettings(max_new_tokens=4), [1], limit=1)
+    if method == "lora":
+        assert asked == {"serve_model": str(base), "adapter_dir": str(run / "adapter"), "family": "lora"}
+    else:
+        assert asked == {"serve_model": str(run / "model"), "adapter_dir": None, "family": "full"}
