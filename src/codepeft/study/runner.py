@@ -53,6 +53,10 @@ def prepare(config: StudyConfig) -> tuple[Store, list[dict]]:
 def run_study(config: StudyConfig, on_event: Callable[[str, dict], None] | None = None) -> dict[str, int]:
     """Run every cell not done yet; returns the count of cells per status afterwards."""
     store, cells = prepare(config)
+    if any(m.name_or_path == "default" for m in config.models):
+        from codepeft.models.bootstrap import ensure_default_model
+
+        ensure_default_model()  # built once here, not by several workers at the same time
     notify = on_event or (lambda event, cell: None)
     due = [c for c in cells if store.status(c["cell_id"]) != "done"]
     for cell in cells:
