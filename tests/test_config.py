@@ -47,9 +47,19 @@ def test_data_train_shorthand():
 
 
 def test_repo_configs_parse():
+    """Every shipped config is valid: run configs as runs, study configs (they list models) as studies."""
     from pathlib import Path
 
+    import yaml
+
+    from codepeft.study import load_study
+
+    kinds = []
     for path in sorted((Path(__file__).parents[1] / "configs").glob("*.yaml")):
-        if "study" in path.name:
-            continue
-        load_config(path)
+        if "models" in yaml.safe_load(path.read_text()):
+            load_study(path)
+            kinds.append("study")
+        else:
+            load_config(path)
+            kinds.append("run")
+    assert kinds.count("study") >= 2 and kinds.count("run") >= 1

@@ -167,6 +167,10 @@ def test_study_runs_resumes_and_never_duplicates(tmp_path, tiny_model):
     path = _write(tmp_path, changed)
     status = runner.invoke(app, ["study", "status", path])
     assert "6 done, 2 failed, 2 pending" in status.output  # both ia3 cells are due again
+    _study(path, "--no-report")
+    steps = {r["cell_id"]: r["steps"] for r in _rows(study_dir, "runs")}
+    assert steps["bigcode/ia3/stdlib/seed0"] == steps["llama/ia3/stdlib/seed0"] == 3  # retrained, not reused
+    assert steps["bigcode/lora/stdlib/seed0"] == 4
 
 
 def test_ray_backend_on_a_local_instance(tmp_path, tiny_model):

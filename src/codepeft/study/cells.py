@@ -19,6 +19,15 @@ def _family(method: str) -> str:
     return get_method(method).family
 
 
+def _describe(method, family: str) -> str:
+    """A report label: baselines say what they did ("RAG (BM25, 3 ex.)"), methods their name."""
+    if family != "baseline":
+        return method.name
+    from codepeft.baselines import make_baseline
+
+    return make_baseline(method.name, method.options).label()
+
+
 def expand(config: StudyConfig) -> list[dict]:
     """One cell per model x method x dataset x seed; methods that train nothing (zero-shot and
     the prompting baselines) run with the first seed only (ICL repeats over its own seeds)."""
@@ -39,7 +48,7 @@ def expand(config: StudyConfig) -> list[dict]:
                             "model_path": model.name_or_path,
                             "model_size": model.size,
                             "method": method.name,
-                            "method_label": method.display,
+                            "method_label": method.label or _describe(method, family),
                             "family": family,
                             "dataset": dataset.name,
                             "seed": seed,
@@ -97,6 +106,18 @@ def run_cell(spec: dict, log: bool = False) -> dict:
         return {"error": f"{type(err).__name__}: {detail}"}
 
 
+def _forget_if_changed(cell_dir: Path, spec: dict) -> None:
+    """A cell whose settings changed starts over: its old run and results belong to other settings."""
+    import shutil
+
+    marker = cell_dir / "spec.json"
+    text = json.dumps(spec, sort_keys=True)
+    if marker.is_file() and marker.read_text() != text:
+        for part in ("run", "eval"):
+            shutil.rmtree(cell_dir / part, ignore_errors=True)
+    marker.write_text(text)
+
+
 def _log_to(path: Path) -> None:
     # File descriptors, not just sys.stdout: progress bars and library warnings write to them.
     import os
@@ -118,6 +139,7 @@ def _run(spec: dict) -> dict:
 
     cell_dir = Path(spec["cell_dir"])
     cell_dir.mkdir(parents=True, exist_ok=True)
+    _forget_if_changed(cell_dir, spec)
     result: dict = {}
     target = spec["model"]["name_or_path"]
     if spec["trains"]:
