@@ -1,0 +1,89 @@
+"""A study killed with SIGKILL in the middle of training resumes and records exactly what an
+uninterrupted run records: the same numbers, no duplicates, training continued from a checkpoint."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from codepeft.study import open_store
+
+
+def _config(root, model) -> dict:
+    return {
+        "name": "crash",
+        "output_dir": str(root / "study"),
+        "models": [{"name_or_path": str(model), "label": "m"}],
+        "methods": [{"name": "lora"}],
+        "datasets": [{"name": "d", "train": {"source": "stdlib-instruct", "limit": 64}}],
+        "data": {"format": "plain", "max_length": 96, "eval_limit": 8},
+        "train": {"max_steps": 12, "batch_size": 4, "logging_steps": 1, "eval_steps": 4, "save_steps": 2,
+                  "save_total_limit": None},
+        "eval": {"tasks": ["stdlib-instruct-loss"], "limit": 16},
+    }  # fmt: skip
+
+
+def _run(root, model, env, wait_for=None):
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / "study.yaml"
+    path.write_text(yaml.safe_dump(_config(root, model)))
+    command = [sys.executable, "-m", "codepeft.cli", "study", str(path), "--no-report"]
+    if wait_for is None:
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return
+    proc = subprocess.Popen(
+        command, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    checkpoints = root / "study" / "cells" / "m__lora__d__seed0" / "run" / "checkpoints"
+    deadline = time.time() + 300
+    while not (checkpoints / wait_for).is_dir():
+        assert proc.poll() is None, "the study ended before it could be killed"
+        assert time.time() < deadline, "no checkpoint appeared"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the study and its worker, mid-training
+    proc.wait()
+
+
+def _results(root):
+    store = open_store(root / "study")
+    try:
+        return store.cells(), store.rows("metrics"), store.rows("runs"), store.rows("curves")
+    finally:
+        store.close()
+
+
+def test_sigkill_during_training_resumes_to_the_clean_result(tmp_path, tiny_model):
+    model = tiny_model("gpt_bigcode")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    _run(tmp_path / "clean", model, env)
+    _run(tmp_path / "killed", model, env, wait_for="checkpoint-6")
+    cells, metrics, runs, _ = _results(tmp_path / "killed")
+    assert cells[0]["status"] == "running" and not metrics and not runs  # nothing half-recorded
+
+    _run(tmp_path / "killed", model, env)  # the same command again
+    cells, metrics, runs, curves = _results(tmp_path / "killed")
+    clean_cells, clean_metrics, clean_runs, clean_curves = _results(tmp_path / "clean")
+    assert cells[0]["status"] == "done" and cells[0]["attempts"] == 2
+    assert runs[0]["resumed_from"].endswith(("checkpoint-6", "checkpoint-8", "checkpoint-10"))
+    assert runs[0]["steps"] == clean_runs[0]["steps"] == 12
+
+    def values(rows):
+        return {(r["task"], r["metric"]): r["value"] for r in rows}
+
+    assert values(metrics).keys() == values(clean_metrics).keys()
+    for key, value in values(clean_metrics).items():
+        assert values(metrics)[key] == pytest.approx(value, rel=1e-5), key
+    assert runs[0]["final_eval_loss"] == pytest.approx(clean_runs[0]["final_eval_loss"], rel=1e-5)
+    # the loss curve has every step once, as in the clean run
+    steps = sorted((c["split"], c["step"]) for c in curves)
+    assert steps == sorted((c["split"], c["step"]) for c in clean_curves)
+    for mine, theirs in zip(sorted(curves, key=lambda c: (c["split"], c["step"])),
+                            sorted(clean_curves, key=lambda c: (c["split"], c["step"])), strict=True):  # fmt: skip
+        assert mine["loss"] == pytest.approx(theirs["loss"], rel=1e-4), (mine, theirs)
