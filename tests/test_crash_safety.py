@@ -1,5 +1,6 @@
-"""A study killed with SIGKILL in the middle of training resumes and records exactly what an
-uninterrupted run records: the same numbers, no duplicates, training continued from a checkpoint."""
+"""A study killed with SIGKILL in the middle of training or of evaluation resumes and records
+exactly what an uninterrupted run records: the same numbers, no duplicates, training continued
+from a checkpoint."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ def _config(root, model) -> dict:
         "data": {"format": "plain", "max_length": 96, "eval_limit": 8},
         "train": {"max_steps": 12, "batch_size": 4, "logging_steps": 1, "eval_steps": 4, "save_steps": 2,
                   "save_total_limit": None},
-        "eval": {"tasks": ["stdlib-instruct-loss"], "limit": 16},
+        "eval": {"tasks": ["stdlib-instruct-loss", "humaneval"], "limit": 4, "max_new_tokens": 16},
     }  # fmt: skip
 
 
@@ -41,9 +42,9 @@ def _run(root, model, env, wait_for=None):
     proc = subprocess.Popen(
         command, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    checkpoints = root / "study" / "cells" / "m__lora__d__seed0" / "run" / "checkpoints"
+    cell = root / "study" / "cells" / "m__lora__d__seed0"
     deadline = time.time() + 300
-    while not (checkpoints / wait_for).is_dir():
+    while not (cell / wait_for).is_dir():
         assert proc.poll() is None, "the study ended before it could be killed"
         assert time.time() < deadline, "no checkpoint appeared"
         time.sleep(0.05)
@@ -59,19 +60,33 @@ def _results(root):
         store.close()
 
 
-def test_sigkill_during_training_resumes_to_the_clean_result(tmp_path, tiny_model):
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory, tiny_model):
+    root = tmp_path_factory.mktemp("clean")
+    _run(root, tiny_model("gpt_bigcode"), _env())
+    return _results(root)
+
+
+def _env():
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+
+
+@pytest.mark.parametrize("moment", ["run/checkpoints/checkpoint-6", "eval"], ids=["training", "evaluation"])
+def test_sigkill_resumes_to_the_clean_result(tmp_path, tiny_model, clean, moment):
     model = tiny_model("gpt_bigcode")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    _run(tmp_path / "clean", model, env)
-    _run(tmp_path / "killed", model, env, wait_for="checkpoint-6")
+    env = _env()
+    _run(tmp_path / "killed", model, env, wait_for=moment)
     cells, metrics, runs, _ = _results(tmp_path / "killed")
     assert cells[0]["status"] == "running" and not metrics and not runs  # nothing half-recorded
 
     _run(tmp_path / "killed", model, env)  # the same command again
     cells, metrics, runs, curves = _results(tmp_path / "killed")
-    clean_cells, clean_metrics, clean_runs, clean_curves = _results(tmp_path / "clean")
+    clean_cells, clean_metrics, clean_runs, clean_curves = clean
     assert cells[0]["status"] == "done" and cells[0]["attempts"] == 2
-    assert runs[0]["resumed_from"].endswith(("checkpoint-6", "checkpoint-8", "checkpoint-10"))
+    if moment == "eval":
+        assert runs[0]["resumed_from"] is None  # training had finished: not redone
+    else:
+        assert runs[0]["resumed_from"].endswith(("checkpoint-6", "checkpoint-8", "checkpoint-10"))
     assert runs[0]["steps"] == clean_runs[0]["steps"] == 12
 
     def values(rows):

@@ -290,3 +290,27 @@ def test_qlora_on_every_architecture(tmp_path, tiny_model, train_file, arch):
     torch.testing.assert_close(model(input_ids=ids, **kwargs).logits, result.model(input_ids=ids, **kwargs).logits)
     out = model.generate(input_ids=ids, max_new_tokens=3, do_sample=False, pad_token_id=tok.pad_token_id)
     assert out.shape[-1] > (0 if arch == "t5" else ids.shape[-1])
+
+
+def test_resume_skips_a_half_written_checkpoint(tmp_path):
+    import json
+
+    from codepeft.training.artifacts import last_good_checkpoint
+
+    def checkpoint(step, files):
+        path = tmp_path / f"checkpoint-{step}"
+        path.mkdir()
+        for name, text in files.items():
+            (path / name).write_text(text)
+        return path
+
+    full = {"adapter_model.safetensors": "w", "optimizer.pt": "o"}
+    checkpoint(2, {**full, "trainer_state.json": json.dumps({"global_step": 2})})
+    checkpoint(4, {**full, "trainer_state.json": json.dumps({"global_step": 4})})
+    checkpoint(6, {"adapter_model.safetensors": "w"})  # killed while saving: no optimizer, no state
+    checkpoint(8, {**full, "trainer_state.json": '{"global_st'})  # state file cut short
+    assert last_good_checkpoint(tmp_path) == str(tmp_path / "checkpoint-4")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "checkpoint-2", "checkpoint-4", "incomplete-checkpoint-6", "incomplete-checkpoint-8",
+    ]  # fmt: skip
+    assert last_good_checkpoint(tmp_path / "missing") is None

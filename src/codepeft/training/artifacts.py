@@ -53,3 +53,31 @@ def load_run(run_dir: str | Path, device: str = "auto"):
         )
     model.eval()
     return model, tok, info
+
+
+def _complete(checkpoint: Path) -> bool:
+    # Trainer writes the weights and optimizer first and trainer_state.json after them, so a
+    # checkpoint cut short by a kill lacks the state file or a part written before it.
+    try:
+        state = json.loads((checkpoint / "trainer_state.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    weights = any(checkpoint.glob("*.safetensors")) or any(checkpoint.glob("*model*.bin"))
+    step = int(checkpoint.name.rsplit("-", 1)[1])
+    return weights and (checkpoint / "optimizer.pt").is_file() and state.get("global_step") == step
+
+
+def last_good_checkpoint(directory: str | Path) -> str | None:
+    """The newest complete Trainer checkpoint in `directory`. Incomplete ones (the process was
+    killed while saving) are renamed `incomplete-checkpoint-N`, kept for inspection and never
+    resumed from."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return None
+    found = [p for p in directory.iterdir() if p.is_dir() and p.name.startswith("checkpoint-")]
+    found = [p for p in found if p.name.split("-", 1)[1].isdigit()]
+    for checkpoint in sorted(found, key=lambda p: int(p.name.split("-", 1)[1]), reverse=True):
+        if _complete(checkpoint):
+            return str(checkpoint)
+        checkpoint.rename(checkpoint.with_name(f"incomplete-{checkpoint.name}"))
+    return None

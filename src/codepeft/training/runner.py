@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 from transformers import TrainingArguments, set_seed
-from transformers.trainer_utils import get_last_checkpoint
 
 from codepeft.config import RunConfig
 from codepeft.data import Collator, build_datasets
@@ -18,7 +17,7 @@ from codepeft.errors import CodepeftError
 from codepeft.methods import ApplyContext, count_parameters, get_method
 from codepeft.methods.apply import check_combination
 from codepeft.models.loading import load_model, resolve_name
-from codepeft.training.artifacts import save_weights
+from codepeft.training.artifacts import last_good_checkpoint, save_weights
 from codepeft.training.callbacks import AdaLoraSchedule, MetricsLog
 from codepeft.training.cost import PeakMemory
 from codepeft.training.provenance import git_commit, machine, package_versions
@@ -158,7 +157,7 @@ def train(config: RunConfig, output_dir: str | Path | None = None, resume: bool 
         processing_class=tokenizer,
         callbacks=callbacks,
     )
-    checkpoint = get_last_checkpoint(args.output_dir) if resume and Path(args.output_dir).is_dir() else None
+    checkpoint = last_good_checkpoint(args.output_dir) if resume else None
     if resume:
         metrics.truncate_after(int(checkpoint.rsplit("-", 1)[1]) if checkpoint else 0)
 
