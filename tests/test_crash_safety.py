@@ -102,3 +102,43 @@ def test_sigkill_resumes_to_the_clean_result(tmp_path, tiny_model, clean, moment
     for mine, theirs in zip(sorted(curves, key=lambda c: (c["split"], c["step"])),
                             sorted(clean_curves, key=lambda c: (c["split"], c["step"])), strict=True):  # fmt: skip
         assert mine["loss"] == pytest.approx(theirs["loss"], rel=1e-4), (mine, theirs)
+
+
+KILLED_WRITER = r"""
+import sys, time
+from codepeft.study.store import Store, flatten_scores
+
+class Blocking:  # iterated inside the transaction, after the metric rows went in
+    def __iter__(self):
+        print("inside the transaction", flush=True)
+        time.sleep(120)
+        return iter([])
+
+store = Store(sys.argv[1])
+store.record("c", {"metrics": flatten_scores("t", {"pass@1": {"value": 0.5}}), "curves": Blocking()})
+"""
+
+
+def test_sigkill_during_a_store_write_leaves_nothing_half_written(tmp_path):
+    from codepeft.study.store import Store, flatten_scores
+
+    path = tmp_path / "results.sqlite"
+    store = Store(path)
+    cell = {"cell_id": "c", "model": "m", "model_path": "m", "method": "lora", "method_label": "lora",
+            "family": "lora", "dataset": "d", "seed": 0, "spec": {}}  # fmt: skip
+    store.add_cells([cell])
+    store.mark_running("c", None)
+    store.close()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILLED_WRITER, str(path)],
+        stdout=subprocess.PIPE, text=True, env=_env(),
+    )  # fmt: skip
+    assert proc.stdout.readline().strip() == "inside the transaction"
+    proc.kill()
+    proc.wait()
+    store = Store(path)
+    assert store.rows("metrics") == [] and store.status("c") == "running"
+    store.record("c", {"metrics": flatten_scores("t", {"pass@1": {"value": 0.5}})})
+    assert [(r["metric"], r["value"]) for r in store.rows("metrics")] == [("pass@1", 0.5)]
+    assert store.status("c") == "done"
+    store.close()

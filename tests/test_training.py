@@ -314,3 +314,12 @@ def test_resume_skips_a_half_written_checkpoint(tmp_path):
         "checkpoint-2", "checkpoint-4", "incomplete-checkpoint-6", "incomplete-checkpoint-8",
     ]  # fmt: skip
     assert last_good_checkpoint(tmp_path / "missing") is None
+
+
+def test_metrics_log_drops_a_line_cut_short(tmp_path):
+    from codepeft.training.callbacks import MetricsLog
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 2, "loss": 1.0}\n{"step": 4, "loss": 0.9}\n{"step": 6, "lo')
+    MetricsLog(path).truncate_after(4)
+    assert path.read_text() == '{"step": 2, "loss": 1.0}\n{"step": 4, "loss": 0.9}\n'

@@ -255,7 +255,10 @@ def _run_facts(run_dir: Path) -> tuple[dict, dict, list[dict]]:
     curves = []
     metrics = run_dir / "metrics.jsonl"
     for line in metrics.read_text().splitlines() if metrics.is_file() else []:
-        row = json.loads(line)
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut short by a kill; the resumed run logged that step again
         for key, value in row.items():
             if key == "loss":
                 curves.append({"split": "train", "step": row["step"], "loss": value})

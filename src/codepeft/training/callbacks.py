@@ -26,11 +26,19 @@ class MetricsLog(TrainerCallback):
             fh.write(json.dumps(row) + "\n")
 
     def truncate_after(self, step: int) -> None:
-        """On resume, drop rows logged after the checkpoint so no step appears twice."""
+        """On resume, drop rows logged after the checkpoint so no step appears twice (and a last
+        line cut short by a kill)."""
         if not self.path.is_file():
             return
-        rows = [line for line in self.path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+        rows = [line for line in self.path.read_text().splitlines() if (row := _parse(line)) and row["step"] <= step]
         self.path.write_text("".join(r + "\n" for r in rows))
+
+
+def _parse(line: str) -> dict | None:
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError:
+        return None
 
 
 class AdaLoraSchedule(TrainerCallback):
