@@ -43,11 +43,28 @@ for _m in ("ipdb", "joblib", "resource", "psutil", "tkinter", "ctypes", "socket"
 """
 
 
+# Runs main.py, then prints the end marker it read from stdin (stdin is closed first, so the
+# marker is in no file, argument or environment the program can read).
+PYTHON_BOOT = """\
+import os, runpy, sys
+def _codepeft_run(end=sys.stdin.readline().strip(), write=os.write):
+    sys.stdin.close()
+    sys.stdin = open(os.devnull)
+    runpy.run_path("main.py", run_name="__main__")
+    sys.stdout.flush()
+    write(1, (end + "\\n").encode())
+_codepeft_run()
+"""
+
+
 class Language:
+    """How to lay out, compile and run a program. The runner must print the end marker, read
+    as one line from stdin, only after the tests finished."""
+
     name: str
     limits = Limits()
 
-    def write(self, source: str, workdir: Path, marker: str, guard: bool) -> None:
+    def write(self, source: str, workdir: Path, guard: bool) -> None:
         raise NotImplementedError
 
     def compile_argv(self) -> list[str] | None:
@@ -73,12 +90,11 @@ class Language:
 class Python(Language):
     name = "python"
 
-    def write(self, source, workdir, marker, guard):
-        body = (PYTHON_GUARD if guard else "") + source + f"\n\nprint({marker!r}, flush=True)\n"
-        (workdir / "main.py").write_text(body)
+    def write(self, source, workdir, guard):
+        (workdir / "main.py").write_text((PYTHON_GUARD if guard else "") + source)
 
     def run_argv(self):
-        return [sandbox_python(), "-I", "-B", "main.py"]
+        return [sandbox_python(), "-I", "-B", "-c", PYTHON_BOOT]
 
     def ro_binds(self):
         py = Path(sandbox_python())
@@ -105,13 +121,15 @@ class Java(Language):
     # The JVM reserves its address space up front and runs ~20 threads: limit the heap instead.
     limits = replace(Limits(), memory_mb=None, processes=256, cpu_seconds=20.0, wall_seconds=30.0)
 
-    def write(self, source, workdir, marker, guard):
+    def write(self, source, workdir, guard):
         (workdir / "Main.java").write_text(source)
         (workdir / "CodepeftRunner.java").write_text(
             "public class CodepeftRunner {\n"
             "    public static void main(String[] args) throws Throwable {\n"
+            "        String end = new java.io.BufferedReader(new java.io.InputStreamReader(System.in)).readLine();\n"
+            "        System.setIn(new java.io.ByteArrayInputStream(new byte[0]));\n"
             "        Main.main(args);\n"
-            f'        System.out.println("{marker}");\n'
+            "        System.out.println(end);\n"
             "        System.out.flush();\n"
             "    }\n"
             "}\n"

@@ -11,6 +11,7 @@ class Limits:
     wall_seconds: float = 15.0
     memory_mb: int | None = 2048  # address space; None for runtimes that reserve it up front (the JVM)
     file_size_mb: int = 16  # any file the program writes, its stdout and stderr included
+    disk_mb: int = 64  # all files it writes together (bubblewrap level: size-capped tmpfs)
     processes: int = 32
     output_bytes: int = 8192  # how much stdout / stderr is kept in the result
 

@@ -61,16 +61,16 @@ def execute(
     marker = f"__codepeft_done_{secrets.token_hex(16)}__"
     with tempfile.TemporaryDirectory(prefix="codepeft-sbx-") as tmp:
         workdir = Path(tmp)
-        lang.write(source, workdir, marker, guard=level == "rlimits")
+        lang.write(source, workdir, guard=level == "rlimits")
         total = 0.0
         compile_argv = lang.compile_argv()
         if compile_argv:
-            raw = run_sandboxed(compile_argv, workdir, limits, level, lang.ro_binds())
+            raw = run_sandboxed(compile_argv, workdir, limits, level, lang.ro_binds(), writable_workdir=True)
             total += raw.duration_s
             if raw.timed_out or raw.exit_code != 0:
                 outcome = Outcome.TIMEOUT if raw.timed_out else Outcome.COMPILE_ERROR
                 return ExecResult(outcome, raw.exit_code, total, level, "CompileError", raw.stdout, raw.stderr)
-        raw = run_sandboxed(lang.run_argv(), workdir, limits, level, lang.ro_binds())
+        raw = run_sandboxed(lang.run_argv(), workdir, limits, level, lang.ro_binds(), stdin=marker + "\n")
     outcome, error = classify(raw, marker, lang, limits)
     stdout = raw.stdout.replace(marker + "\n", "").replace(marker, "")
     return ExecResult(outcome, raw.exit_code, total + raw.duration_s, level, error, stdout, raw.stderr)

@@ -80,7 +80,10 @@ def sandbox_python() -> str:
     return str(ours)
 
 
-def _bwrap_argv(workdir: Path, ro_binds: list[str]) -> list[str]:
+def _bwrap_argv(workdir: Path, ro_binds: list[str], disk_mb: int = 64, writable_workdir: bool = True) -> list[str]:
+    """The program's files are read-only inside a size-capped tmpfs (it cannot alter the harness
+    or fill the host's disk); a trusted compiler gets the host directory writable instead."""
+    size = ["--size", str(disk_mb * 2**20)]
     argv = [
         "bwrap",
         "--unshare-all",
@@ -108,11 +111,17 @@ def _bwrap_argv(workdir: Path, ro_binds: list[str]) -> list[str]:
         "/proc",
         "--dev",
         "/dev",
+        *size,
         "--tmpfs",
         "/tmp",
-        "--bind",
-        str(workdir),
-        "/sandbox",
+    ]
+    if writable_workdir:
+        argv += ["--bind", str(workdir), "/sandbox"]
+    else:
+        argv += [*size, "--perms", "0777", "--tmpfs", "/sandbox"]
+        for path in sorted(workdir.iterdir()):
+            argv += ["--ro-bind", str(path), f"/sandbox/{path.name}"]
+    argv += [
         "--chdir",
         "/sandbox",
         "--setenv",
@@ -194,8 +203,12 @@ def run_sandboxed(
     isolation: str,
     ro_binds: list[str] | None = None,
     env: dict[str, str] | None = None,
+    stdin: str | None = None,
+    writable_workdir: bool = False,
 ) -> RawRun:
-    """Run argv (paths relative to the working directory) and return what happened."""
+    """Run argv (paths relative to the working directory) and return what happened. `stdin`
+    is fed to the program and closed (the harness passes its end marker this way, so no file
+    the program can read holds it)."""
     own_uid = _is_root() and shutil.which("setpriv") is not None
     uid = run_uid()
     os.chmod(workdir, 0o777)
@@ -205,7 +218,7 @@ def run_sandboxed(
     if own_uid:
         full += _setpriv(uid)
     if isolation == "bwrap":
-        full += _bwrap_argv(workdir, ro_binds or [])
+        full += _bwrap_argv(workdir, ro_binds or [], limits.disk_mb, writable_workdir)
         cwd = None
     else:
         cwd = workdir
@@ -218,11 +231,15 @@ def run_sandboxed(
                 full,
                 stdout=out,
                 stderr=err,
-                stdin=subprocess.DEVNULL,
+                stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
                 cwd=cwd,
                 start_new_session=True,
                 env=env or {"PATH": "/usr/bin:/bin", "HOME": str(workdir), "LANG": "C.UTF-8"},
             )
+            if stdin is not None:
+                with contextlib.suppress(BrokenPipeError):
+                    proc.stdin.write(stdin.encode())
+                proc.stdin.close()
             timed_out = False
             try:
                 proc.wait(timeout=limits.wall_seconds)
@@ -231,9 +248,7 @@ def run_sandboxed(
                 _kill(proc)
             duration = time.perf_counter() - started
         if own_uid:  # anything of this run still alive escaped the process group: end it
-            for leftover in _processes_of(uid):
-                with contextlib.suppress(psutil.Error):
-                    leftover.kill()
+            _kill_all_of(uid)
         code = proc.returncode
         sig = -code if code is not None and code < 0 else None
         if isolation == "bwrap" and code is not None and code > 128 and not timed_out:
@@ -246,6 +261,22 @@ def run_sandboxed(
             stdout=_head(out_path, limits.output_bytes),
             stderr=_head(err_path, limits.output_bytes),
         )
+
+
+def _kill_all_of(uid: int, patience_s: float = 5.0) -> None:
+    """Kill every live process of `uid`, again and again: one that was forking while we looked
+    may have left a child we did not see yet."""
+    deadline = time.monotonic() + patience_s
+    while time.monotonic() < deadline:
+        alive = []
+        for proc in _processes_of(uid):
+            with contextlib.suppress(psutil.Error):
+                if proc.status() != psutil.STATUS_ZOMBIE:
+                    proc.kill()
+                    alive.append(proc)
+        if not alive:
+            return
+        psutil.wait_procs(alive, timeout=0.2)
 
 
 def _kill(proc: subprocess.Popen) -> None:
