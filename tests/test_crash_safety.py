@@ -92,7 +92,7 @@ def test_sigkill_resumes_to_the_clean_result(tmp_path, tiny_model, clean, moment
         assert resumed >= 4
         if resumed == 4:
             checkpoints = tmp_path / "killed" / "study" / "cells" / "m__lora__d__seed0" / "run" / "checkpoints"
-            assert (checkpoints / "incomplete-checkpoint-6").is_dir()
+            assert (checkpoints / "broken-checkpoint-6").is_dir()
     assert runs[0]["steps"] == clean_runs[0]["steps"] == 12
 
     def values(rows):

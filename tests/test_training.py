@@ -131,6 +131,53 @@ def test_nan_loss_stops_with_last_checkpoint(tmp_path, tiny_model, train_file, m
     assert info["status"] == "failed" and "NonFiniteLossError" in info["error"]
 
 
+class _PoisonGradient(torch.autograd.Function):
+    """Leaves the loss as it is and multiplies its gradient by `factor` (NaN, or a huge number)."""
+
+    @staticmethod
+    def forward(ctx, loss, factor):
+        ctx.factor = factor
+        return loss.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * ctx.factor, None
+
+
+@pytest.mark.parametrize(("factor", "message"), [(float("nan"), "gradient norm became nan"), (1e7, "exploded")])
+def test_bad_gradients_stop_the_run_before_the_optimizer_step(tmp_path, tiny_model, train_file, monkeypatch, factor, message):
+    from codepeft.training.trainer import CodepeftTrainer
+
+    original = CodepeftTrainer.compute_loss
+
+    def poisoned(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss = original(self, model, inputs, return_outputs, num_items_in_batch)
+        return _PoisonGradient.apply(loss, factor) if model.training and self.state.global_step >= 12 else loss
+
+    monkeypatch.setattr(CodepeftTrainer, "compute_loss", poisoned)
+    cfg = _cfg(tiny_model, train_file, "gpt_bigcode", "train.max_steps=16", "train.save_steps=4", "train.eval_steps=50")
+    with pytest.raises(NonFiniteLossError, match=message) as err:
+        train(cfg, tmp_path / "bad")
+    assert err.value.step == 13 and err.value.last_checkpoint.endswith("checkpoint-12")
+    assert "resume" in str(err.value)
+    info = json.loads((tmp_path / "bad" / "run.json").read_text())
+    assert info["status"] == "failed" and message in info["error"]
+
+
+def test_exploding_gradient_check_can_be_turned_off(tmp_path, tiny_model, train_file, monkeypatch):
+    from codepeft.training.trainer import CodepeftTrainer
+
+    original = CodepeftTrainer.compute_loss
+
+    def spiky(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss = original(self, model, inputs, return_outputs, num_items_in_batch)
+        return _PoisonGradient.apply(loss, 1e7) if model.training and self.state.global_step == 12 else loss
+
+    monkeypatch.setattr(CodepeftTrainer, "compute_loss", spiky)
+    cfg = _cfg(tiny_model, train_file, "gpt_bigcode", "train.max_steps=14", "train.explode_factor=null")
+    assert train(cfg, tmp_path / "spiky").cost["steps"] == 14  # clipping absorbs the one spike
+
+
 def test_gradient_checkpointing_and_packing_train(tmp_path, tiny_model, train_file):
     result = train(
         _cfg(tiny_model, train_file, "qwen2", "train.gradient_checkpointing=true", "data.packing=true"),
@@ -292,28 +339,57 @@ def test_qlora_on_every_architecture(tmp_path, tiny_model, train_file, arch):
     assert out.shape[-1] > (0 if arch == "t5" else ids.shape[-1])
 
 
-def test_resume_skips_a_half_written_checkpoint(tmp_path):
+def test_resume_skips_half_written_and_damaged_checkpoints(tmp_path, caplog):
     import json
 
-    from codepeft.training.artifacts import last_good_checkpoint
+    from safetensors.torch import save_file
 
-    def checkpoint(step, files):
+    from codepeft.training.artifacts import last_good_checkpoint, write_manifest
+
+    def checkpoint(step, state=True, manifest=False):
         path = tmp_path / f"checkpoint-{step}"
         path.mkdir()
-        for name, text in files.items():
-            (path / name).write_text(text)
+        save_file({"w": torch.ones(64, 64)}, path / "adapter_model.safetensors")
+        torch.save({"state": {0: torch.zeros(64)}}, path / "optimizer.pt")
+        if state:
+            (path / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+        if manifest:
+            write_manifest(path)
         return path
 
-    full = {"adapter_model.safetensors": "w", "optimizer.pt": "o"}
-    checkpoint(2, {**full, "trainer_state.json": json.dumps({"global_step": 2})})
-    checkpoint(4, {**full, "trainer_state.json": json.dumps({"global_step": 4})})
-    checkpoint(6, {"adapter_model.safetensors": "w"})  # killed while saving: no optimizer, no state
-    checkpoint(8, {**full, "trainer_state.json": '{"global_st'})  # state file cut short
-    assert last_good_checkpoint(tmp_path) == str(tmp_path / "checkpoint-4")
-    assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "checkpoint-2", "checkpoint-4", "incomplete-checkpoint-6", "incomplete-checkpoint-8",
-    ]  # fmt: skip
+    def cut(path, keep):
+        path.write_bytes(path.read_bytes()[:keep])
+
+    checkpoint(2)
+    checkpoint(4, manifest=True)
+    checkpoint(6, state=False)  # killed while saving: no state file yet
+    cut(checkpoint(8) / "trainer_state.json", 5)  # state file cut short
+    cut(checkpoint(10) / "adapter_model.safetensors", 1000)  # weights cut short, no manifest
+    cut(checkpoint(12) / "optimizer.pt", 300)  # optimizer cut short, no manifest
+    damaged = checkpoint(14, manifest=True) / "adapter_model.safetensors"
+    data = bytearray(damaged.read_bytes())
+    data[-10] ^= 0xFF  # one flipped byte, same size: only the checksum sees it
+    damaged.write_bytes(bytes(data))
+    (checkpoint(16, manifest=True) / "optimizer.pt").unlink()
+
+    with caplog.at_level("WARNING"):
+        assert last_good_checkpoint(tmp_path) == str(tmp_path / "checkpoint-4")
+    broken = [f"broken-checkpoint-{n}" for n in (10, 12, 14, 16, 6, 8)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["checkpoint-2", "checkpoint-4", *broken])
+    text = caplog.text
+    assert "optimizer.pt is missing" in text and "does not match its checksum" in text
+    assert "adapter_model.safetensors is cut short" in text and "optimizer.pt is not a whole torch archive" in text
+    assert "trainer_state.json is missing or cut short" in text
+    assert last_good_checkpoint(tmp_path) == str(tmp_path / "checkpoint-4")  # stable on a second look
     assert last_good_checkpoint(tmp_path / "missing") is None
+
+
+def test_training_writes_a_manifest_per_checkpoint(tmp_path, tiny_model, train_file):
+    from codepeft.training.artifacts import MANIFEST, checkpoint_problem
+
+    result = train(_cfg(tiny_model, train_file), tmp_path / "run")
+    checkpoints = sorted((result.run_dir / "checkpoints").glob("checkpoint-*"))
+    assert checkpoints and all((c / MANIFEST).is_file() and checkpoint_problem(c) is None for c in checkpoints)
 
 
 def test_metrics_log_drops_a_line_cut_short(tmp_path):

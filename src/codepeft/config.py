@@ -87,6 +87,9 @@ class TrainSpec(_Strict):
     warmup: float = 0.06  # < 1: a ratio of the steps, >= 1: a number of steps
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
+    # Stop when the gradient norm exceeds this many times the median of the last 50 steps
+    # (exploding gradients); null turns the check off. NaN / inf always stops.
+    explode_factor: float | None = Field(default=1000.0, gt=1)
     optimizer: str = "adamw_torch"
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     gradient_checkpointing: bool = False

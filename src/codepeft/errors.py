@@ -6,13 +6,16 @@ class CodepeftError(Exception):
 
 
 class NonFiniteLossError(CodepeftError):
-    """Training produced a NaN or infinite loss; carries the last good checkpoint, if any."""
+    """Training diverged: a NaN or infinite loss or gradient, or a gradient norm far above its
+    recent values; carries the step and the last good checkpoint, if any."""
 
-    def __init__(self, step: int, loss: float, last_checkpoint: str | None):
+    def __init__(self, step: int, loss: float, last_checkpoint: str | None, what: str | None = None):
         where = f"the last good checkpoint is {last_checkpoint}" if last_checkpoint else "no checkpoint was saved yet"
+        what = what or f"training loss became {loss}"
         super().__init__(
-            f"training loss became {loss} at step {step}; the run was stopped and {where}. "
-            "Lower the learning rate, enable gradient clipping (train.max_grad_norm) or use fp32."
+            f"{what} at step {step}; the run was stopped before the optimizer applied it and {where} "
+            "(`--resume` continues from it). Lower the learning rate, enable gradient clipping "
+            "(train.max_grad_norm) or use fp32."
         )
         self.step = step
         self.loss = loss

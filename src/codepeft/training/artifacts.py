@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
+import os
+import struct
+import zipfile
 from pathlib import Path
 
 from peft import PeftModel
@@ -12,6 +17,7 @@ from codepeft.errors import CodepeftError
 from codepeft.methods.bottleneck import is_bottleneck_dir, load_bottleneck, save_bottleneck
 
 ADAPTER_DIR, MODEL_DIR = "adapter", "model"
+log = logging.getLogger(__name__)
 
 
 def save_weights(model, tokenizer, run_dir: Path, method_family: str, base_path: str) -> Path:
@@ -55,29 +61,105 @@ def load_run(run_dir: str | Path, device: str = "auto"):
     return model, tok, info
 
 
-def _complete(checkpoint: Path) -> bool:
-    # Trainer writes the weights and optimizer first and trainer_state.json after them, so a
-    # checkpoint cut short by a kill lacks the state file or a part written before it.
+MANIFEST = "codepeft-manifest.json"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_manifest(checkpoint: Path) -> None:
+    """Size and SHA-256 of every file of a checkpoint Trainer just finished, written last (and
+    atomically), so a checkpoint with a valid manifest is one that was saved whole."""
+    files = {p.name: [p.stat().st_size, _sha256(p)] for p in sorted(checkpoint.iterdir()) if p.is_file()}
+    files.pop(MANIFEST, None)
+    tmp = checkpoint / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(files, indent=1))
+    os.replace(tmp, checkpoint / MANIFEST)
+
+
+def _manifest_problem(checkpoint: Path) -> str | None:
+    try:
+        files = json.loads((checkpoint / MANIFEST).read_text())
+    except (OSError, json.JSONDecodeError):
+        return "its manifest is unreadable"
+    for name, (size, sha) in files.items():
+        path = checkpoint / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != size:
+            return f"{name} has {path.stat().st_size} bytes, {size} were saved"
+        if _sha256(path) != sha:
+            return f"{name} does not match its checksum"
+    return None
+
+
+def _structure_problem(checkpoint: Path) -> str | None:
+    # Without a manifest (the process died right after Trainer's save, or an older run): Trainer
+    # writes the weights and optimizer first and trainer_state.json after them, so a
+    # checkpoint cut short lacks the state file or a part written before it.
     try:
         state = json.loads((checkpoint / "trainer_state.json").read_text())
     except (OSError, json.JSONDecodeError):
-        return False
-    weights = any(checkpoint.glob("*.safetensors")) or any(checkpoint.glob("*model*.bin"))
+        return "trainer_state.json is missing or cut short"
     step = int(checkpoint.name.rsplit("-", 1)[1])
-    return weights and (checkpoint / "optimizer.pt").is_file() and state.get("global_step") == step
+    if state.get("global_step") != step:
+        return f"trainer_state.json is for step {state.get('global_step')}"
+    weights = sorted(checkpoint.glob("*.safetensors")) or sorted(checkpoint.glob("*model*.bin"))
+    if not weights:
+        return "it holds no weights"
+    if not (checkpoint / "optimizer.pt").is_file():
+        return "optimizer.pt is missing"
+    for path in weights:
+        if path.suffix == ".safetensors" and (problem := _safetensors_problem(path)):
+            return problem
+    for path in [checkpoint / "optimizer.pt", *(p for p in weights if p.suffix == ".bin")]:
+        try:  # torch saves zip archives; one cut short has no central directory
+            zipfile.ZipFile(path).close()
+        except (OSError, zipfile.BadZipFile):
+            return f"{path.name} is not a whole torch archive"
+    return None
+
+
+def _safetensors_problem(path: Path) -> str | None:
+    """A safetensors file is an 8-byte header length, a JSON header, then the tensors: the
+    header says where the last tensor ends, which must be the end of the file."""
+    try:
+        with path.open("rb") as fh:
+            (length,) = struct.unpack("<Q", fh.read(8))
+            header = json.loads(fh.read(length))
+        end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+    except (OSError, struct.error, ValueError, KeyError, TypeError):
+        return f"{path.name} has an unreadable header"
+    if path.stat().st_size != 8 + length + end:
+        return f"{path.name} is cut short"
+    return None
+
+
+def checkpoint_problem(checkpoint: Path) -> str | None:
+    """Why a checkpoint cannot be resumed from, or None when it is whole."""
+    if (checkpoint / MANIFEST).exists():
+        return _manifest_problem(checkpoint)
+    return _structure_problem(checkpoint)
 
 
 def last_good_checkpoint(directory: str | Path) -> str | None:
-    """The newest complete Trainer checkpoint in `directory`. Incomplete ones (the process was
-    killed while saving) are renamed `incomplete-checkpoint-N`, kept for inspection and never
-    resumed from."""
+    """The newest whole Trainer checkpoint in `directory`. A broken one (the process was
+    killed while saving, or a file was damaged since) is renamed `broken-checkpoint-N`, kept
+    for inspection and never resumed from; the reason is logged."""
     directory = Path(directory)
     if not directory.is_dir():
         return None
     found = [p for p in directory.iterdir() if p.is_dir() and p.name.startswith("checkpoint-")]
     found = [p for p in found if p.name.split("-", 1)[1].isdigit()]
     for checkpoint in sorted(found, key=lambda p: int(p.name.split("-", 1)[1]), reverse=True):
-        if _complete(checkpoint):
+        problem = checkpoint_problem(checkpoint)
+        if problem is None:
             return str(checkpoint)
-        checkpoint.rename(checkpoint.with_name(f"incomplete-{checkpoint.name}"))
+        log.warning("not resuming from %s: %s; set aside as broken-%s", checkpoint, problem, checkpoint.name)
+        checkpoint.rename(checkpoint.with_name(f"broken-{checkpoint.name}"))
     return None

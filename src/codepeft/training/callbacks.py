@@ -8,6 +8,8 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from codepeft.training.artifacts import write_manifest
+
 
 class MetricsLog(TrainerCallback):
     """Appends every train-loss and eval-loss log to metrics.jsonl (one JSON object a line)."""
@@ -39,6 +41,17 @@ def _parse(line: str) -> dict | None:
         return json.loads(line)
     except json.JSONDecodeError:
         return None
+
+
+class CheckpointManifest(TrainerCallback):
+    """After Trainer saved a checkpoint whole, record its files' sizes and checksums; resuming
+    verifies them (`artifacts.checkpoint_problem`)."""
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if checkpoint.is_dir():
+                write_manifest(checkpoint)
 
 
 class AdaLoraSchedule(TrainerCallback):

@@ -18,7 +18,7 @@ from codepeft.methods import ApplyContext, count_parameters, get_method
 from codepeft.methods.apply import check_combination
 from codepeft.models.loading import load_model, resolve_name
 from codepeft.training.artifacts import last_good_checkpoint, save_weights
-from codepeft.training.callbacks import AdaLoraSchedule, MetricsLog
+from codepeft.training.callbacks import AdaLoraSchedule, CheckpointManifest, MetricsLog
 from codepeft.training.cost import PeakMemory
 from codepeft.training.provenance import git_commit, machine, package_versions
 from codepeft.training.trainer import CodepeftTrainer
@@ -145,7 +145,7 @@ def train(config: RunConfig, output_dir: str | Path | None = None, resume: bool 
     if "tensorboard" in t.report_to:  # transformers 5 reads the log directory from the environment
         os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(run_dir / "tensorboard"))
     metrics = MetricsLog(run_dir / "metrics.jsonl")
-    callbacks = [metrics]
+    callbacks = [metrics, CheckpointManifest()]
     if getattr(getattr(model, "peft_type", None), "value", None) == "ADALORA":
         callbacks.append(AdaLoraSchedule(model))
     trainer = _make_trainer(
@@ -157,6 +157,7 @@ def train(config: RunConfig, output_dir: str | Path | None = None, resume: bool 
         processing_class=tokenizer,
         callbacks=callbacks,
     )
+    trainer.explode_factor = t.explode_factor
     checkpoint = last_good_checkpoint(args.output_dir) if resume else None
     if resume:
         metrics.truncate_after(int(checkpoint.rsplit("-", 1)[1]) if checkpoint else 0)
