@@ -145,7 +145,9 @@ class _PoisonGradient(torch.autograd.Function):
 
 
 @pytest.mark.parametrize(("factor", "message"), [(float("nan"), "gradient norm became nan"), (1e7, "exploded")])
-def test_bad_gradients_stop_the_run_before_the_optimizer_step(tmp_path, tiny_model, train_file, monkeypatch, factor, message):
+def test_bad_gradients_stop_the_run_before_the_optimizer_step(
+    tmp_path, tiny_model, train_file, monkeypatch, factor, message
+):
     from codepeft.training.trainer import CodepeftTrainer
 
     original = CodepeftTrainer.compute_loss
