@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import sys
 from pathlib import Path
@@ -20,8 +21,19 @@ app.add_typer(data_app, name="data")
 console = Console(width=None if sys.stdout.isatty() else 160)
 
 
-def _fail(err: CodepeftError) -> None:
-    Console(stderr=True).print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+def _message(err: Exception) -> str:
+    if isinstance(err, OSError) and not isinstance(err, CodepeftError):
+        where = f": {err.filename}" if err.filename else ""
+        text = f"{err.strerror or err}{where}"
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            text += ". Results recorded before this are kept; free some space and run the same command again"
+        return text
+    return str(err)
+
+
+def _fail(err: Exception) -> None:
+    """One line on stderr (file names with brackets are printed as they are), exit code 2."""
+    Console(stderr=True).print(f"[bold red]error:[/] {escape(_message(err))}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -36,7 +48,7 @@ def methods(
     if name:
         try:
             m = get_method(name)
-        except CodepeftError as err:
+        except (CodepeftError, OSError) as err:
             _fail(err)
         console.print(f"[bold]{m.name}[/] ({m.family}): {m.style}")
         console.print(
@@ -128,7 +140,7 @@ def train_cmd(
             if config is None:
                 raise CodepeftError("give a config file (e.g. configs/quickstart.yaml) or --resume RUN_DIR")
             result = train(load_config(config, set_), output_dir)
-    except CodepeftError as err:
+    except (CodepeftError, OSError) as err:
         _fail(err)
     c = result.cost
     console.print(f"run directory: [bold]{result.run_dir}[/]")
@@ -164,7 +176,7 @@ def data_stats(name: str = typer.Argument(..., help="A built-in dataset name or 
             mods = len({e.get("module") for e in ex}) if "module" in ex[0] else "-"
             mean = sum(len(e.get("output", "")) for e in ex) / len(ex)
             table.add_row(split, f"{len(ex):,}", f"{mean:.0f}", str(mods))
-    except CodepeftError as err:
+    except (CodepeftError, OSError) as err:
         _fail(err)
     console.print(table)
 
@@ -249,7 +261,7 @@ def eval_cmd(
             method,
             {k: parse_scalar(v) for k, v in _pairs(method_opt, "--method-opt").items()},
         )
-    except CodepeftError as err:
+    except (CodepeftError, OSError) as err:
         _fail(err)
     _print_scores(results)
 
@@ -306,7 +318,7 @@ def score(
         if not samples.is_file():
             raise CodepeftError(f"samples file not found: {samples}")
         result = score_file(task, samples, _ints(k), output_dir, workers, str(data_files) if data_files else None)
-    except CodepeftError as err:
+    except (CodepeftError, OSError) as err:
         _fail(err)
     _print_scores({result["task"]: result})
 
@@ -339,7 +351,7 @@ def exec_cmd(
             else replace(lang.limits, wall_seconds=timeout, cpu_seconds=min(lang.limits.cpu_seconds, timeout))
         )
         result = execute(program.read_text(), language, limits, isolation)
-    except CodepeftError as err:
+    except (CodepeftError, OSError) as err:
         _fail(err)
     print(json.dumps(result.to_dict()))
 
@@ -390,7 +402,7 @@ def study(
             console.print(f"report: [bold]{page}[/]")
         if counts.get("failed"):
             raise typer.Exit(1)
-    except CodepeftError as err:
+    except (CodepeftError, OSError) as err:
         _fail(err)
 
 
@@ -401,7 +413,7 @@ def report_cmd(study_dir: Path = typer.Argument(..., help="A study directory (ho
 
     try:
         page = write_report(study_dir)
-    except CodepeftError as err:
+    except (CodepeftError, OSError) as err:
         _fail(err)
     console.print(f"report: [bold]{page}[/] (tables and figures beside it)")
 
@@ -435,7 +447,7 @@ def estimate(
         plain = predict(**kwargs)
         checkpointed = predict(**{**kwargs, "gradient_checkpointing": True})
         advice = suggest(memory, **kwargs) if memory is not None and plain.peak_bytes > memory * GB else None
-    except CodepeftError as err:
+    except (CodepeftError, OSError) as err:
         _fail(err)
     if as_json:
         print(json.dumps({"without_checkpointing": plain.to_dict(), "with_checkpointing": checkpointed.to_dict()}))
@@ -511,8 +523,8 @@ def _print_study_status(cfg) -> None:
 def main() -> None:  # pragma: no cover - entry point
     try:
         app()
-    except CodepeftError as err:
-        Console(stderr=True).print(f"[bold red]error:[/] {err}")
+    except (CodepeftError, OSError) as err:
+        Console(stderr=True).print(f"[bold red]error:[/] {escape(_message(err))}", highlight=False, soft_wrap=True)
         sys.exit(2)
 
 

@@ -6,13 +6,14 @@ typo in a hyper-parameter is the most expensive kind of bug in a study.
 
 from __future__ import annotations
 
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from codepeft.errors import CodepeftError
+from codepeft.errors import CodepeftError, did_you_mean
 
 
 class _Strict(BaseModel):
@@ -149,12 +150,34 @@ def _child(node: Any, part: str, key: str) -> Any:
     return child
 
 
-def format_errors(err: ValidationError, where: str) -> str:
+def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
+    """The keys allowed at `loc` inside `model` (list indices and unions are looked through)."""
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return []
+        inner = [a for a in _leaves(field.annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
+        if not inner:
+            return []
+        model = inner[0]
+    return list(model.model_fields)
+
+
+def _leaves(annotation) -> list:
+    args = typing.get_args(annotation)
+    return [leaf for a in args for leaf in _leaves(a)] if args else [annotation]
+
+
+def format_errors(err: ValidationError, where: str, model: type[BaseModel] | None = None) -> str:
+    model = model or RunConfig
     lines = []
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"])
         if e["type"] == "extra_forbidden":
-            lines.append(f"unknown config key '{key}'")
+            hint = did_you_mean(e["loc"][-1], _fields_at(model, tuple(e["loc"][:-1])))
+            lines.append(f"unknown config key '{key}'{hint}")
         else:
             lines.append(f"'{key}': {e['msg']}")
     return f"invalid config {where}:\n  " + "\n  ".join(lines)

@@ -1,5 +1,13 @@
 """The one exception type a user can cause; the CLI prints its message without a traceback."""
 
+import difflib
+
+
+def did_you_mean(name: str, choices) -> str:
+    """' (did you mean 'x'?)' for the closest choice, or '' when none is close."""
+    close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
 
 class CodepeftError(Exception):
     """A problem the user can fix: bad config, missing field, unknown method, impossible combination."""

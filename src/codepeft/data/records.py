@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from codepeft.errors import CodepeftError
+from codepeft.errors import CodepeftError, did_you_mean
 
 FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
 
@@ -62,11 +62,16 @@ def read_file(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
 def read_hub(hub_id: str, split: str, subset: str | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
     import datasets
 
+    from codepeft.data.builtin import BUILTINS
+
     try:
         ds = datasets.load_dataset(hub_id, subset, split=split)
     except Exception as err:  # datasets raises many types for "not reachable / not found"
+        hint = did_you_mean(hub_id, BUILTINS)
+        built_in = f"not a built-in dataset{hint} nor a local file, and " if hint else ""
         raise CodepeftError(
-            f"cannot load dataset {hub_id!r} (split {split!r}) from the hub: {type(err).__name__}: {err}. "
+            f"cannot load dataset {hub_id!r}: {built_in}the hub could not provide split {split!r} "
+            f"({type(err).__name__}: {err}). "
             "Offline? Download it once, or point data.train[].source at local .jsonl/.parquet files."
         ) from None
     for i, rec in enumerate(ds):

@@ -16,6 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from codepeft.errors import CodepeftError
+from codepeft.models.loading import context_limit
 
 
 @dataclass
@@ -48,10 +49,7 @@ class HFBackend:
         self.encoder_decoder = bool(getattr(config, "is_encoder_decoder", False))
         if getattr(config, "use_cache", None) is False:
             config.use_cache = True  # training turns it off; prefix tuning cannot generate without it
-        self.context = next(
-            (v for a in ("n_positions", "max_position_embeddings") if isinstance(v := getattr(config, a, None), int)),
-            None,
-        )
+        self.context = context_limit(config)
         peft_config = getattr(model, "peft_config", {}).get("default")
         self.virtual_tokens = getattr(peft_config, "num_virtual_tokens", 0) or 0
         self.truncated_prompts = 0  # prompts cut on the left to fit the context window

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch.nn as nn
 
-from codepeft.errors import CodepeftError
+from codepeft.errors import CodepeftError, did_you_mean
 
 
 @dataclass
@@ -73,7 +73,8 @@ def get_method(name: str) -> Method:
     _ensure_loaded()
     key = name.strip().lower().replace("-", "_")
     if key not in REGISTRY:
-        raise CodepeftError(f"unknown method {name!r}; known methods: {', '.join(sorted(REGISTRY))}")
+        hint = did_you_mean(key, REGISTRY)
+        raise CodepeftError(f"unknown method {name!r}{hint}; known methods: {', '.join(sorted(REGISTRY))}")
     return REGISTRY[key]
 
 

@@ -33,8 +33,19 @@ def resolve_name(name_or_path: str) -> str:
     return name_or_path
 
 
+def context_limit(config) -> int | None:
+    """How many positions the model can attend over (None: no fixed limit, as in T5)."""
+    for attr in ("n_positions", "max_position_embeddings"):
+        if isinstance(value := getattr(config, attr, None), int):
+            return value
+    return None
+
+
 def load_config(name_or_path: str, spec: ModelSpec | None = None):
     spec = spec or ModelSpec(name_or_path=name_or_path)
+    looks_local = name_or_path.startswith(("/", "./", "../", "~")) or name_or_path.count("/") > 1
+    if looks_local and not Path(name_or_path).expanduser().exists():  # not a hub id: say so plainly
+        raise CodepeftError(f"model directory not found: {name_or_path}")
     try:
         return AutoConfig.from_pretrained(
             name_or_path, trust_remote_code=spec.trust_remote_code, revision=spec.revision

@@ -56,6 +56,11 @@ def write_report(directory: str | Path) -> Path:
         sections.append((title, about, frame, figure))
 
     status = cells.groupby("status").size().to_dict() if len(cells) else {}
+    if not len(data.metrics):  # every cell failed or none has run: say so rather than plot nothing
+        counts = ", ".join(f"{n} {s}" for s, n in sorted(status.items())) or "no cells"
+        note = f"No cell has recorded results yet ({counts}); see `codepeft study status`."
+        sections.append(("Results", note, None, None))
+        return _finish(directory, out, status, sections)
     table(
         "Scores",
         "scores",
@@ -140,6 +145,10 @@ def write_report(directory: str | Path) -> Path:
         A.joint_vs_separate(data, _joint_sets(directory)),
         "Each task's primary score for adapters trained on one set and on the union.",
     )
+    return _finish(directory, out, status, sections)
+
+
+def _finish(directory: Path, out: Path, status: dict, sections: list) -> Path:
     page = out / "index.html"
     page.write_text(_html(directory, status, sections))
     (out / "report.json").write_text(json.dumps({"generated": time.strftime("%Y-%m-%dT%H:%M:%S"), "cells": status}))

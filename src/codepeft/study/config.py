@@ -39,6 +39,11 @@ class StudyMethod(BaseModel):
     label: str | None = None
     train: dict[str, Any] = Field(default_factory=dict)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data):
+        return {"name": data} if isinstance(data, str) else data  # `methods: [lora, ia3]`
+
     @property
     def options(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
@@ -140,7 +145,8 @@ def load_study(path: str | Path, overrides: list[str] | None = None) -> StudyCon
     try:
         config = StudyConfig.model_validate(raw)
     except ValidationError as err:
-        raise CodepeftError(format_errors(err, str(path)).replace("invalid config", "invalid study config")) from None
+        message = format_errors(err, str(path), StudyConfig)
+        raise CodepeftError(message.replace("invalid config", "invalid study config")) from None
     _check_names(config, path)
     return config
 
@@ -160,7 +166,15 @@ def _check_names(config: StudyConfig, path: Path) -> None:
         try:
             TrainSpec.model_validate({**config.train.model_dump(), **m.train})
         except ValidationError as err:
-            raise CodepeftError(format_errors(err, f"{path} methods[{m.display}].train")) from None
+            raise CodepeftError(format_errors(err, f"{path} methods[{m.display}].train", TrainSpec)) from None
+    from codepeft.data import get_builtin
+    from codepeft.data.records import FILE_SUFFIXES
+
+    for d in config.datasets:
+        for spec in d.train:
+            looks_like_file = spec.source.lower().endswith(FILE_SUFFIXES)
+            if looks_like_file and get_builtin(spec.source) is None and not Path(spec.source).exists():
+                raise CodepeftError(f"{path}: datasets[{d.name}]: data file not found: {spec.source}")
     for name in {t for d in config.datasets for t in d.tasks} | set(config.eval.tasks):
         try:
             get_task(name, config.eval.task_data.get(name))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from codepeft.errors import CodepeftError
+from codepeft.errors import CodepeftError, did_you_mean
 from codepeft.tasks.base import Task
 from codepeft.tasks.humaneval import HumanEval
 from codepeft.tasks.humanevalexplain import HumanEvalExplain
@@ -65,7 +65,7 @@ def get_task(name: str, data_files: str | None = None) -> Task:
     if name.endswith("-loss") and name[: -len("-loss")] in BUILTINS:
         return LossTask(name[: -len("-loss")])
     known = sorted(TASKS) + [f"{d}-loss" for d in BUILTINS if f"{d}-loss" not in TASKS]
-    raise CodepeftError(f"unknown task {name!r}; known tasks: {', '.join(known)}")
+    raise CodepeftError(f"unknown task {name!r}{did_you_mean(name, known)}; known tasks: {', '.join(known)}")
 
 
 def all_tasks() -> list[Task]:

@@ -16,7 +16,7 @@ from codepeft.data import Collator, build_datasets
 from codepeft.errors import CodepeftError
 from codepeft.methods import ApplyContext, count_parameters, get_method
 from codepeft.methods.apply import check_combination
-from codepeft.models.loading import load_model, resolve_name
+from codepeft.models.loading import context_limit, load_config, load_model, resolve_name
 from codepeft.training.artifacts import last_good_checkpoint, save_weights
 from codepeft.training.callbacks import AdaLoraSchedule, CheckpointManifest, MetricsLog
 from codepeft.training.cost import PeakMemory
@@ -72,6 +72,12 @@ def train(config: RunConfig, output_dir: str | Path | None = None, resume: bool 
     model_spec = config.model.model_copy(update={"quantization": quant})
     base_path = resolve_name(config.model.name_or_path)
     model_spec.name_or_path = base_path
+    limit = context_limit(load_config(base_path, model_spec))
+    if limit is not None and config.data.max_length > limit:
+        raise CodepeftError(
+            f"data.max_length={config.data.max_length} is above the {limit} positions the model "
+            f"{config.model.name_or_path!r} can attend over; set data.max_length to at most {limit}"
+        )
     model, tokenizer = load_model(model_spec)
     encoder_decoder = bool(getattr(model.config, "is_encoder_decoder", False))
     if config.data.packing and method.family == "prompt":
