@@ -178,3 +178,31 @@ def test_stdlib_instruct_splits_are_disjoint_by_module():
     assert len(bodies) == len(set(bodies))  # de-duplicated
     first = splits["train"][0]
     compile(first["instruction"] + first["output"], "<stdlib-instruct>", "exec")  # pairs re-form valid code
+
+
+@pytest.mark.parametrize("arch", ["gpt_bigcode", "llama", "qwen2", "codegen"])
+def test_padding_free_batch_gives_the_padded_batch_loss(tiny_model, tiny_tokenizer, arch):
+    """The default batches lay examples end to end: same loss and gradients as padding them."""
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model(arch))
+    model.config.use_cache = False
+    model.eval()  # no dropout: the two layouts draw different masks
+    pairs = [("def a():\n", "    return 1\n"), ("class Bee:\n    '''x'''\n", "    x = [1, 2, 3, 4]\n"), ("#\n", "pass\n")]
+    exs = [encode(tiny_tokenizer, p, r, 64, "response", False) for p, r in pairs]
+    padded = Collator(tiny_tokenizer.pad_token_id)(exs)
+    flat = Collator(tiny_tokenizer.pad_token_id, flatten=True)(exs)
+    assert flat["input_ids"].shape == (1, sum(len(e["input_ids"]) for e in exs))
+    assert flat["num_tokens"] == padded["num_tokens"] and "attention_mask" not in flat
+    assert (flat["labels"][:, 1:] != IGNORE).sum() == (padded["labels"][:, 1:] != IGNORE).sum()  # same targets
+    losses, grads = [], []
+    for batch in (padded, flat):
+        model.zero_grad()
+        batch = {k: v for k, v in batch.items() if k != "num_tokens"}
+        loss = model(**batch).loss
+        loss.backward()
+        losses.append(loss.detach())
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+    torch.testing.assert_close(losses[0], losses[1], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-5, rtol=1e-4)

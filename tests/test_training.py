@@ -213,7 +213,7 @@ def test_qlora_trains_on_cpu_4bit_and_8bit(tmp_path, tiny_model, train_file):
 
 
 def test_unknown_method(tmp_path, tiny_model, train_file):
-    with pytest.raises(CodepeftError, match=r"unknown method 'loraa'; known methods: .*lora"):
+    with pytest.raises(CodepeftError, match=r"unknown method 'loraa' \(did you mean 'lora'\?\); known methods: .*lora"):
         train(_cfg(tiny_model, train_file, "gpt_bigcode", "method.name=loraa"), tmp_path / "x")
 
 

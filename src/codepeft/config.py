@@ -64,7 +64,11 @@ class DataSpec(_Strict):
     format: Literal["octocoder", "alpaca", "chat", "plain"] = "octocoder"
     loss_on: Literal["response", "all"] = "response"
     max_length: int = Field(512, gt=8)
-    packing: bool = False
+    # "batch" (default): the examples of each batch are laid end to end in one row, with no
+    # padding and no attention across them (the same examples per step as padding, so the
+    # same loss curve); true: examples packed greedily into rows of max_length (more examples
+    # per step); false: each batch padded to its longest example.
+    packing: bool | Literal["batch"] = "batch"
     eval_limit: int | None = Field(256, gt=0)
 
     @model_validator(mode="before")

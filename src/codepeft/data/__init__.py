@@ -76,7 +76,7 @@ def _encode_all(examples, spec: DataSpec, tokenizer, encoder_decoder: bool) -> l
 
 def build_datasets(spec: DataSpec, tokenizer, encoder_decoder: bool, seed: int = 0):
     """Tokenized (train, eval) datasets; eval is a dict by source name when there are several."""
-    if spec.packing and encoder_decoder:
+    if spec.packing is True and encoder_decoder:
         raise CodepeftError("data.packing is for decoder-only models; an encoder-decoder model reads one example")
     trains, evals = [], {}
     for src in spec.train:
@@ -86,7 +86,7 @@ def build_datasets(spec: DataSpec, tokenizer, encoder_decoder: bool, seed: int =
         encoded = _encode_all(train_ex, spec, tokenizer, encoder_decoder)
         if not encoded:
             raise CodepeftError(f"every example of {src.source!r} is longer than data.max_length={spec.max_length}")
-        if spec.packing:
+        if spec.packing is True:
             encoded = pack(encoded, spec.max_length)
         trains.append(Dataset.from_list(encoded))
         eval_ex = eval_ex[: spec.eval_limit] if spec.eval_limit else eval_ex

@@ -53,12 +53,16 @@ def pack(examples: list[dict], max_length: int) -> list[dict]:
 
 @dataclass
 class Collator:
-    """Right-pads a batch; reports the number of real (non-padding) tokens as `num_tokens`."""
+    """Right-pads a batch, or with `flatten` lays its examples end to end in one row (no
+    padding at all); reports the number of real (non-padding) tokens as `num_tokens`."""
 
     pad_id: int
     encoder_decoder: bool = False
+    flatten: bool = False
 
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        if self.flatten and "position_ids" not in features[0]:
+            features = pack(features, sum(len(f["input_ids"]) for f in features))
         packed = "position_ids" in features[0]
         width = max(len(f["input_ids"]) for f in features)
         batch = {

@@ -80,11 +80,14 @@ def train(config: RunConfig, output_dir: str | Path | None = None, resume: bool 
         )
     model, tokenizer = load_model(model_spec)
     encoder_decoder = bool(getattr(model.config, "is_encoder_decoder", False))
-    if config.data.packing and method.family == "prompt":
+    if config.data.packing is True and method.family == "prompt":
         raise CodepeftError(
             f"data.packing cannot be used with {method.name}: peft drops position ids for virtual-token "
             "methods, so packed examples would attend to each other. Set data.packing=false."
         )
+    # Padding-free batches (the default) need position ids to reach the attention mask: not for
+    # virtual-token methods (peft drops them) nor encoder-decoder models; those pad instead.
+    flatten = config.data.packing == "batch" and method.family != "prompt" and not encoder_decoder
     train_ds, eval_ds = build_datasets(config.data, tokenizer, encoder_decoder, config.seed)
 
     device = next(model.parameters()).device.type
@@ -112,7 +115,11 @@ def train(config: RunConfig, output_dir: str | Path | None = None, resume: bool 
         "versions": package_versions(),
         "git_commit": git_commit(),
         "machine": machine(),
-        "data": {"train_rows": len(train_ds), "eval_rows": _rows(eval_ds)},
+        "data": {
+            "train_rows": len(train_ds),
+            "eval_rows": _rows(eval_ds),
+            "batches": "padding-free" if flatten else "packed rows" if config.data.packing is True else "padded",
+        },
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
         **params,
     }
@@ -159,7 +166,7 @@ def train(config: RunConfig, output_dir: str | Path | None = None, resume: bool 
         args=args,
         train_dataset=train_ds,
         eval_dataset=eval_ds,
-        data_collator=Collator(tokenizer.pad_token_id, encoder_decoder),
+        data_collator=Collator(tokenizer.pad_token_id, encoder_decoder, flatten=flatten),
         processing_class=tokenizer,
         callbacks=callbacks,
     )
