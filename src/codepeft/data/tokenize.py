@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import torch
@@ -59,10 +60,14 @@ class Collator:
     pad_id: int
     encoder_decoder: bool = False
     flatten: bool = False
+    boundaries: bool = False  # with flatten: pass where each example starts (`cu_seq_lens_q`)
 
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        lengths = [len(f["input_ids"]) for f in features]
         if self.flatten and "position_ids" not in features[0]:
-            features = pack(features, sum(len(f["input_ids"]) for f in features))
+            features = pack(features, sum(lengths))
+            if self.boundaries:
+                return {**self(features), **_cu_seq_lens(lengths)}
         packed = "position_ids" in features[0]
         width = max(len(f["input_ids"]) for f in features)
         batch = {
@@ -86,3 +91,10 @@ class Collator:
     @staticmethod
     def _pad(rows: list[list[int]], width: int, value: int) -> torch.Tensor:
         return torch.tensor([r + [value] * (width - len(r)) for r in rows], dtype=torch.long)
+
+
+def _cu_seq_lens(lengths: list[int]) -> dict:
+    """Example boundaries of a padding-free row, under the names transformers routes to attention."""
+    cu = torch.tensor([0, *itertools.accumulate(lengths)], dtype=torch.int32)
+    longest = max(lengths)
+    return {"cu_seq_lens_q": cu, "cu_seq_lens_k": cu, "max_length_q": longest, "max_length_k": longest}

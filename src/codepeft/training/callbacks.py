@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 
 from transformers import TrainerCallback
@@ -16,11 +17,24 @@ class MetricsLog(TrainerCallback):
 
     def __init__(self, path: Path):
         self.path = path
+        self.started = time.perf_counter()
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.started = time.perf_counter() - self._resumed_time()
+
+    def _resumed_time(self) -> float:
+        """On resume the clock continues from the last row kept (training time, not idle time)."""
+        rows = [r for line in self.path.read_text().splitlines() if (r := _parse(line))] if self.path.is_file() else []
+        return max((r.get("time_s", 0.0) for r in rows), default=0.0)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not logs or not state.is_world_process_zero:
             return
-        row = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4)}
+        row = {
+            "step": state.global_step,
+            "epoch": round(state.epoch or 0.0, 4),
+            "time_s": round(time.perf_counter() - self.started, 3),  # training seconds so far
+        }
         row.update({k: v for k, v in logs.items() if isinstance(v, int | float) and math.isfinite(v)})
         if not any(k == "loss" or k.endswith("_loss") for k in row):
             return  # the end-of-training summary is in cost.json

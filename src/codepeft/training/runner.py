@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -22,6 +23,7 @@ from codepeft.training.callbacks import AdaLoraSchedule, CheckpointManifest, Met
 from codepeft.training.cost import PeakMemory
 from codepeft.training.provenance import git_commit, machine, package_versions
 from codepeft.training.trainer import CodepeftTrainer
+from codepeft.training.varlen import supports_varlen, varlen_attention_enabled
 
 
 @dataclass
@@ -88,6 +90,8 @@ def train(config: RunConfig, output_dir: str | Path | None = None, resume: bool 
     # Padding-free batches (the default) need position ids to reach the attention mask: not for
     # virtual-token methods (peft drops them) nor encoder-decoder models; those pad instead.
     flatten = config.data.packing == "batch" and method.family != "prompt" and not encoder_decoder
+    # ... and each example's attention computed on its own (not a masked square over the row)
+    varlen = flatten and supports_varlen(model)
     train_ds, eval_ds = build_datasets(config.data, tokenizer, encoder_decoder, config.seed)
 
     device = next(model.parameters()).device.type
@@ -119,6 +123,7 @@ def train(config: RunConfig, output_dir: str | Path | None = None, resume: bool 
             "train_rows": len(train_ds),
             "eval_rows": _rows(eval_ds),
             "batches": "padding-free" if flatten else "packed rows" if config.data.packing is True else "padded",
+            "attention": "per example" if varlen else "masked",
         },
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
         **params,
@@ -166,7 +171,7 @@ def train(config: RunConfig, output_dir: str | Path | None = None, resume: bool 
         args=args,
         train_dataset=train_ds,
         eval_dataset=eval_ds,
-        data_collator=Collator(tokenizer.pad_token_id, encoder_decoder, flatten=flatten),
+        data_collator=Collator(tokenizer.pad_token_id, encoder_decoder, flatten=flatten, boundaries=varlen),
         processing_class=tokenizer,
         callbacks=callbacks,
     )
@@ -176,7 +181,8 @@ def train(config: RunConfig, output_dir: str | Path | None = None, resume: bool 
         metrics.truncate_after(int(checkpoint.rsplit("-", 1)[1]) if checkpoint else 0)
 
     try:
-        with PeakMemory(cuda=device == "cuda") as mem:
+        attention = varlen_attention_enabled(trainer.model) if varlen else contextlib.nullcontext()
+        with PeakMemory(cuda=device == "cuda") as mem, attention:
             output = trainer.train(resume_from_checkpoint=checkpoint)
     except BaseException as err:
         info.update(status="failed", error=f"{type(err).__name__}: {err}")

@@ -1,0 +1,70 @@
+"""Shared by the benchmarks: the machine and library versions every result is recorded with,
+and running one measurement in a fresh process (so none inherits another's memory or warm
+caches)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def machine() -> dict:
+    import torch
+    import transformers
+
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+    }
+    for name in ("peft", "bitsandbytes"):
+        with contextlib.suppress(ImportError, AttributeError):
+            versions[name] = __import__(name).__version__
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "versions": versions,
+    }
+
+
+def in_fresh_process(script: Path, *args: str, timeout: float = 3600) -> dict:
+    """Run `script --worker ARGS` in a new interpreter; it prints one JSON object last."""
+    out = subprocess.run(
+        [sys.executable, str(script), "--worker", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env={**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"},
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"{script.name} {' '.join(args)} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def markdown_table(headers: list[str], rows: list[list]) -> str:
+    def cell(v):
+        return f"{v:,.3g}" if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)

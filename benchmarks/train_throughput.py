@@ -1,0 +1,320 @@
+"""Training throughput: codepeft vs the two studies' recipe, same model, data, method and batches.
+
+The recipe (as in the studies' scripts): `transformers.Trainer` + `peft` LoRA, every example
+padded to the maximum length (512, the default model's context), fp32, batch 8. codepeft: the
+same examples through `codepeft.train`, whose default batches lay the examples of a batch end
+to end in one row (no padding, no attention across examples). Both runs see the same examples
+in the same order (same encoded dataset, same sampler seed), so their loss curves can be
+compared step by step (= at equal tokens).
+
+Reported: useful (non-padding) tokens per second, time to reach the recipe's final loss, the
+largest difference of the two loss curves (means over windows of 10 steps), and model FLOPs
+utilisation (MFU) of codepeft's training step against this machine's measured fp32 matmul
+peak, with a profile of where the step's time goes.
+
+    .venv/bin/python benchmarks/train_throughput.py --steps 60 --out train.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import in_fresh_process, machine  # noqa: E402
+
+MAX_LENGTH, BATCH, LR, SEED = 512, 8, 2e-4, 0
+WINDOW = 10
+
+
+def _config(steps: int, method: str = "lora", batches: str = "batch"):
+    from codepeft import load_config
+
+    packing = {"batch": "batch", "padded": "false"}[batches]
+    return load_config(
+        None,
+        [
+            "model.name_or_path=default",
+            "model.dtype=fp32",
+            f"method.name={method}",
+            "data.train=stdlib-instruct",
+            "data.format=plain",
+            "data.loss_on=response",
+            f"data.max_length={MAX_LENGTH}",
+            f"data.packing={packing}",
+            f"train.max_steps={steps}",
+            f"train.batch_size={BATCH}",
+            f"train.learning_rate={LR}",
+            "train.lr_scheduler=linear",
+            "train.warmup=0",
+            "train.logging_steps=1",
+            f"train.eval_steps={steps + 1}",
+            f"train.save_steps={steps + 1}",
+            f"seed={SEED}",
+        ],
+    )
+
+
+def _dataset(config):
+    from codepeft.data import build_datasets
+    from codepeft.models.loading import load_tokenizer, resolve_name
+
+    tok = load_tokenizer(resolve_name("default"))
+    train, _ = build_datasets(config.data, tok, False, config.seed)
+    return train, tok
+
+
+def worker_recipe(steps: int) -> dict:
+    """The studies' recipe, written as their scripts do (no codepeft in the training path)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, Trainer, TrainingArguments, default_data_collator
+
+    from codepeft.models.loading import resolve_name
+
+    config = _config(steps)
+    encoded, tok = _dataset(config)
+
+    def pad(ex):
+        n = len(ex["input_ids"])
+        return {
+            "input_ids": ex["input_ids"] + [tok.pad_token_id] * (MAX_LENGTH - n),
+            "attention_mask": [1] * n + [0] * (MAX_LENGTH - n),
+            "labels": ex["labels"] + [-100] * (MAX_LENGTH - n),
+        }
+
+    data = encoded.map(pad)
+    model = AutoModelForCausalLM.from_pretrained(resolve_name("default"), dtype=torch.float32)
+    lora = LoraConfig(
+        task_type="CAUSAL_LM", r=8, lora_alpha=16, lora_dropout=0.05, target_modules=["c_attn", "c_proj", "c_fc"]
+    )
+    model = get_peft_model(model, lora)
+    steps_log: list[dict] = []
+
+    class Timed(Trainer):
+        def training_step(self, model, inputs, num_items_in_batch=None):
+            loss = super().training_step(model, inputs, num_items_in_batch)
+            steps_log.append({"time_s": time.perf_counter() - started, "tokens": int(inputs["attention_mask"].sum())})
+            return loss
+
+    args = TrainingArguments(
+        output_dir=tempfile.mkdtemp(),
+        per_device_train_batch_size=BATCH,
+        max_steps=steps,
+        learning_rate=LR,
+        lr_scheduler_type="linear",
+        warmup_steps=0,
+        weight_decay=0.0,
+        max_grad_norm=1.0,
+        optim="adamw_torch",
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        seed=SEED,
+        data_seed=SEED,
+        use_cpu=True,
+        disable_tqdm=True,
+    )
+    trainer = Timed(model=model, args=args, train_dataset=data, data_collator=default_data_collator)
+    started = time.perf_counter()
+    trainer.train()
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    return {
+        "losses": losses,
+        "time_s": [s["time_s"] for s in steps_log],
+        "tokens": [s["tokens"] for s in steps_log],
+        "slots": BATCH * MAX_LENGTH,
+    }
+
+
+def worker_codepeft(steps: int, method: str = "lora", batches: str = "batch") -> dict:
+    """codepeft's training; the machine's matmul peak is measured in the same process just before
+    and after (the higher is kept: a shared machine's neighbours only ever lower it)."""
+    from codepeft import train
+
+    peak = matmul_peak()
+    with tempfile.TemporaryDirectory() as tmp:
+        result = train(_config(steps, method, batches), Path(tmp) / "run")
+        rows = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+        info = json.loads((result.run_dir / "run.json").read_text())
+    rows = [r for r in rows if "loss" in r]
+    return {
+        "losses": [r["loss"] for r in rows],
+        "time_s": [r["time_s"] for r in rows],
+        "train_tokens": result.cost["train_tokens"],
+        "wall_time_s": result.cost["wall_time_s"],
+        "batches": info["data"]["batches"],
+        "attention": info["data"]["attention"],
+        "peak_flops": max(peak, matmul_peak()),
+    }
+
+
+def matmul_peak() -> float:
+    """This machine's fp32 matmul FLOP/s: the best of square matmuls from 512 to 2048."""
+    import torch
+
+    best = 0.0
+    for n in (512, 1024, 1536, 2048):
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        for _ in range(2):
+            a @ b
+        for _ in range(3):
+            reps = max(3, int(2e10 / (2 * n**3)))
+            t = time.perf_counter()
+            for _ in range(reps):
+                a @ b
+            best = max(best, 2 * n**3 * reps / (time.perf_counter() - t))
+    return best
+
+
+def worker_profile(method: str) -> dict:
+    """Where one training step's time goes (torch.profiler, CPU time by operator)."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from codepeft.data import Collator
+    from codepeft.methods import get_method
+    from codepeft.methods.apply import ApplyContext
+    from codepeft.models.loading import load_model, resolve_name
+    from codepeft.training.varlen import varlen_attention_enabled
+
+    config = _config(3, method)
+    model, tok = load_model(config.model.model_copy(update={"name_or_path": resolve_name("default")}))
+    m = get_method(method)
+    model = m.apply(model, m.options({}), ApplyContext(tokenizer_path=resolve_name("default"), total_steps=3))
+    model.config.use_cache = False
+    model.train()
+    data, _ = _dataset(config)
+    batch = Collator(tok.pad_token_id, flatten=True, boundaries=True)([data[i] for i in range(BATCH)])
+    batch.pop("num_tokens")
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=LR)
+
+    def step():
+        model(**batch).loss.backward()
+        opt.step()
+        opt.zero_grad()
+
+    with varlen_attention_enabled(model):
+        step()
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(3):
+                step()
+    total = sum(e.self_cpu_time_total for e in prof.key_averages())
+    top = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)[:8]
+    return {"top": [{"op": e.key, "share": e.self_cpu_time_total / total} for e in top]}
+
+
+def model_flops_per_token(method: str) -> tuple[float, int]:
+    """(training FLOPs per token, matmul parameters): 6N for full fine-tuning (forward 2N, two
+    backward matmuls 4N); 4N with a frozen base (no weight gradients), adapters' own FLOPs
+    ignored (under 1% here). Attention score FLOPs are added per example in `_attention_flops`."""
+    import torch
+    from transformers import AutoConfig
+
+    from codepeft.models.loading import resolve_name
+
+    cfg = AutoConfig.from_pretrained(resolve_name("default"))
+    with torch.device("meta"):
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_config(cfg)
+    n = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear) or type(m).__name__ == "Conv1D")
+    return (6.0 if method == "full" else 4.0) * n, n
+
+
+def attention_flops(lengths: list[int], layers: int, width: int, method: str) -> float:
+    """Scores and weighted sum of causal attention within each example: 2 matmuls of
+    len*(len+1)/2*width multiply-adds per layer forward; x3 with backward (x2 without weight grads
+    there is no difference: both operands are activations)."""
+    fwd = sum(2 * 2 * (n * (n + 1) / 2) * width for n in lengths) * layers
+    return 3 * fwd
+
+
+def summarise(recipe: dict, ours: dict, full: dict, profile: dict) -> dict:
+    import numpy as np
+    from transformers import AutoConfig
+
+    from codepeft.models.loading import resolve_name
+
+    steps = min(len(recipe["losses"]), len(ours["losses"]))
+    useful = sum(recipe["tokens"][:steps])
+    recipe_tps = useful / recipe["time_s"][steps - 1]
+    ours_tps = ours["train_tokens"] / ours["time_s"][steps - 1] if ours["time_s"] else float("nan")
+
+    def windows(losses):
+        arr = np.asarray(losses[:steps])
+        return [arr[i : i + WINDOW].mean() for i in range(0, steps - WINDOW + 1, WINDOW)]
+
+    rw, ow = windows(recipe["losses"]), windows(ours["losses"])
+    curve_diff = max(abs(a - b) / a for a, b in zip(rw, ow, strict=True))
+    target = rw[-1]
+
+    def time_to(losses, times):
+        arr = np.asarray(losses[:steps])
+        for i in range(WINDOW - 1, steps):
+            if arr[i - WINDOW + 1 : i + 1].mean() <= target:
+                return times[i]
+        return float("nan")
+
+    cfg = AutoConfig.from_pretrained(resolve_name("default"))
+    flops = {}
+    for label, run in (("lora", ours), ("full", full)):
+        per_token, n_params = model_flops_per_token(label)
+        tokens = run["train_tokens"]
+        # attention: every example's own causal square (the mean length of an example times tokens)
+        mean_len = useful / (steps * BATCH)
+        attn = attention_flops([mean_len] * int(tokens / mean_len), cfg.n_layer, cfg.n_embd, label)
+        achieved = (per_token * tokens + attn) / run["time_s"][-1]
+        flops[label] = {
+            "achieved_flops": achieved,
+            "peak_flops": run["peak_flops"],
+            "mfu": achieved / run["peak_flops"],
+            "matmul_params": n_params,
+        }
+    return {
+        "steps": steps,
+        "useful_tokens": useful,
+        "padding_share_recipe": 1 - useful / (steps * recipe["slots"]),
+        "recipe_tokens_per_s": recipe_tps,
+        "codepeft_tokens_per_s": ours_tps,
+        "speedup": ours_tps / recipe_tps,
+        "recipe_time_to_loss_s": time_to(recipe["losses"], recipe["time_s"]),
+        "codepeft_time_to_loss_s": time_to(ours["losses"], ours["time_s"]),
+        "target_loss": float(target),
+        "loss_curve_max_rel_diff": float(curve_diff),
+        "codepeft_batches": f"{ours['batches']}, attention {ours['attention']}",
+        "mfu": flops,
+        "profile": profile["top"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--worker", nargs="+")
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    if args.worker:
+        kind, *rest = args.worker
+        fn = {"recipe": worker_recipe, "codepeft": worker_codepeft, "profile": worker_profile}[kind]
+        typed = [int(r) if r.isdigit() else r for r in rest]
+        print(json.dumps(fn(*typed)))
+        return
+    me = Path(__file__)
+    recipe = in_fresh_process(me, "recipe", str(args.steps))
+    ours = in_fresh_process(me, "codepeft", str(args.steps))
+    full = in_fresh_process(me, "codepeft", str(max(10, args.steps // 4)), "full")
+    profile = in_fresh_process(me, "profile", "lora")
+    result = {"machine": machine(), **summarise(recipe, ours, full, profile)}
+    text = json.dumps(result, indent=1)
+    if args.out:
+        args.out.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
