@@ -189,7 +189,11 @@ def test_padding_free_batch_gives_the_padded_batch_loss(tiny_model, tiny_tokeniz
     model = AutoModelForCausalLM.from_pretrained(tiny_model(arch))
     model.config.use_cache = False
     model.eval()  # no dropout: the two layouts draw different masks
-    pairs = [("def a():\n", "    return 1\n"), ("class Bee:\n    '''x'''\n", "    x = [1, 2, 3, 4]\n"), ("#\n", "pass\n")]
+    pairs = [
+        ("def a():\n", "    return 1\n"),
+        ("class Bee:\n    '''x'''\n", "    x = [1, 2, 3, 4]\n"),
+        ("#\n", "pass\n"),
+    ]
     exs = [encode(tiny_tokenizer, p, r, 64, "response", False) for p, r in pairs]
     padded = Collator(tiny_tokenizer.pad_token_id)(exs)
     flat = Collator(tiny_tokenizer.pad_token_id, flatten=True)(exs)

@@ -396,7 +396,9 @@ def _cases():
     no_bwrap = pytest.mark.skipif(not bwrap_works(), reason="bubblewrap is not usable here")
     for attack in ATTACKS:
         gap = [pytest.mark.xfail(strict=True, reason=attack.known_gap)] if attack.known_gap else []
+        # bubblewrap: in a fork of the reused zygote (the default), and in a fresh sandbox
         yield pytest.param(attack, "bwrap", marks=[no_bwrap, *gap], id=f"{attack.name}-bwrap")
+        yield pytest.param(attack, "bwrap-fresh", marks=[no_bwrap, *gap], id=f"{attack.name}-bwrap-fresh")
         marks = list(gap)
         if attack.harms_host and not AS_ROOT:
             marks.append(pytest.mark.skip(reason="would harm the host: rlimits without a user id per run"))
@@ -500,8 +502,13 @@ def _connect_while_running(port: int, seconds: float, got: list) -> None:
 
 
 def _leftovers() -> list[str]:
+    from codepeft.execution.runner import _zygotes
+
     found = []
+    keep = _zygotes().idle_processes()  # a sandbox kept for the next program, idle, and nothing else
     for proc in psutil.process_iter(["uids", "cmdline", "status"]):
+        if proc.pid in keep:
+            continue
         try:
             if proc.info["status"] == psutil.STATUS_ZOMBIE:  # exited; only its parent's bookkeeping is left
                 continue
@@ -549,7 +556,10 @@ def _check_host(host: Host, result, listened: list) -> None:
 
 
 @pytest.mark.parametrize(("attack", "level"), list(_cases()))
-def test_hostile_program_is_contained(attack, level, host):
+def test_hostile_program_is_contained(attack, level, host, monkeypatch):
+    if level == "bwrap-fresh":
+        monkeypatch.setenv("CODEPEFT_SANDBOX_REUSE", "0")
+        level = "bwrap"
     listened: list = []
     watcher = threading.Thread(target=_connect_while_running, args=(host.listen_port, FAST.wall_seconds, listened))
     if attack.name == "network_listen":

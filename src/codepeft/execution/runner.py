@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
+import functools
+import os
 import secrets
 import signal
 import tempfile
@@ -13,6 +16,7 @@ from codepeft.execution.languages import LANGUAGES, Language
 from codepeft.execution.limits import Limits
 from codepeft.execution.outcome import ExecResult, Outcome
 from codepeft.execution.sandbox import RawRun, detect_isolation, run_sandboxed
+from codepeft.execution.zygote import ZygotePool
 
 
 def get_language(name: str) -> Language:
@@ -59,6 +63,13 @@ def execute(
     if syntax is not None:
         return ExecResult(Outcome.COMPILE_ERROR, None, 0.0, level, "SyntaxError", stderr=syntax[: limits.output_bytes])
     marker = f"__codepeft_done_{secrets.token_hex(16)}__"
+    if level == "bwrap" and lang.name == "python" and reuse_sandbox():
+        raw = _zygotes().run(source, marker, limits)
+        outcome, error = classify(raw, marker, lang, limits)
+        if raw.stderr == "ZygoteDied":
+            outcome, error = Outcome.ERROR, "HarnessKilled"
+        stdout = raw.stdout.replace(marker + "\n", "").replace(marker, "")
+        return ExecResult(outcome, raw.exit_code, raw.duration_s, level, error, stdout, raw.stderr)
     with tempfile.TemporaryDirectory(prefix="codepeft-sbx-") as tmp:
         workdir = Path(tmp)
         lang.write(source, workdir, guard=level == "rlimits")
@@ -74,6 +85,21 @@ def execute(
     outcome, error = classify(raw, marker, lang, limits)
     stdout = raw.stdout.replace(marker + "\n", "").replace(marker, "")
     return ExecResult(outcome, raw.exit_code, total + raw.duration_s, level, error, stdout, raw.stderr)
+
+
+def reuse_sandbox() -> bool:
+    """Python programs at the bubblewrap level run in forks of a long-lived sandboxed zygote
+    (`codepeft.execution.zygote`); CODEPEFT_SANDBOX_REUSE=0 starts a fresh sandbox per program."""
+    return os.environ.get("CODEPEFT_SANDBOX_REUSE", "1") != "0"
+
+
+@functools.cache
+def _zygotes() -> ZygotePool:
+    from codepeft.execution.languages import PYTHON_BOOT
+
+    pool = ZygotePool(PYTHON_BOOT)
+    atexit.register(pool.close)
+    return pool
 
 
 class SandboxPool:

@@ -1,0 +1,74 @@
+"""The reused sandbox (a zygote forking one process per program): nothing one program does
+reaches the next, and a program cannot take the zygote over."""
+
+from __future__ import annotations
+
+import pytest
+
+from codepeft.execution import Limits, Outcome, execute
+from codepeft.execution.sandbox import bwrap_works
+
+pytestmark = pytest.mark.skipif(not bwrap_works(), reason="the zygote runs at the bubblewrap level only")
+FAST = Limits(cpu_seconds=3, wall_seconds=5, memory_mb=512, file_size_mb=4, processes=16)
+
+
+def run(source: str):
+    return execute(source, "python", FAST, isolation="bwrap")
+
+
+def test_killing_the_zygote_ends_only_that_program():
+    killed = run("import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\nimport time\ntime.sleep(1)\n")
+    assert killed.outcome is Outcome.ERROR and killed.error_type == "HarnessKilled"
+    assert run("assert 1 + 1 == 2").outcome is Outcome.PASSED  # a new zygote took over
+
+
+def test_a_daemon_left_behind_cannot_touch_the_next_program():
+    saboteur = """
+import os, time
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        end = time.time() + 4
+        while time.time() < end:
+            for root in ("/sandbox", "/tmp"):
+                for dirpath, _, files in os.walk(root):
+                    for name in files:
+                        try:
+                            open(os.path.join(dirpath, name), "w").write("raise SystemExit(0)")
+                        except OSError:
+                            pass
+            for pid in os.listdir("/proc"):
+                if pid.isdigit() and int(pid) > 2 and int(pid) != os.getpid():
+                    try:
+                        os.kill(int(pid), 9)
+                    except OSError:
+                        pass
+        os._exit(0)
+    os._exit(0)
+open("/tmp/left-by-saboteur", "w").write("x")
+time.sleep(0.2)
+"""
+    run(saboteur)
+    victim = """
+import os, time
+time.sleep(1.0)  # the saboteur, if alive, has had time to act
+assert not os.path.exists("/tmp/left-by-saboteur")
+others = [p for p in os.listdir("/proc") if p.isdigit() and int(p) not in (1, os.getppid(), os.getpid())]
+assert not others, others
+assert open("main.py").read().startswith("\\nimport os, time")
+"""
+    for _ in range(3):
+        result = run(victim)
+        assert result.outcome is Outcome.PASSED, result.stderr[-500:]
+
+
+def test_the_zygote_memory_is_out_of_reach():
+    probe = """
+import os
+ppid = os.getppid()
+data = open(f"/proc/{ppid}/mem", "rb")
+data.seek(0x400000)
+data.read(16)
+"""
+    result = run(probe)
+    assert result.outcome is Outcome.ERROR and result.error_type in ("PermissionError", "OSError"), result.stderr[-300:]
