@@ -3,7 +3,11 @@ sequences) with codepeft's batched backend vs a per-sample `generate` loop as in
 scripts, same model, prompts and settings.
 
 Reported: useful tokens per second (tokens of the completions after cutting at the first stop
-sequence, counted the same way for both) and problems per second.
+sequence, counted the same way for both) and problems per second, in two settings:
+- `study`: the study's stop sequences and EOS end a sample (the offline default model often
+  stops after a few tokens, so this mostly measures per-call overhead);
+- `fixed`: no stop sequence and EOS suppressed, so every sample is exactly 128 tokens, the
+  length of a typical real completion (this measures decoding).
 
     .venv/bin/python benchmarks/generation_throughput.py --problems 6 --out gen.json
 """
@@ -22,7 +26,7 @@ from common import in_fresh_process, machine  # noqa: E402
 N, TEMPERATURE, TOP_P, MAX_NEW = 20, 0.2, 0.95, 128
 
 
-def _setup(problems: int):
+def _setup(problems: int, mode: str):
     from codepeft.config import ModelSpec
     from codepeft.models.loading import load_model
     from codepeft.tasks import get_task
@@ -31,18 +35,22 @@ def _setup(problems: int):
     model, tok = load_model(ModelSpec(name_or_path="default", dtype="fp32", device="cpu"))
     task = get_task("humaneval")
     items = task.problems()[:problems]
-    return model, tok, [render_prompt(task.prompt(p), "plain", tok) for p in items], task.stop
+    stop = task.stop
+    if mode == "fixed":
+        model.generation_config.suppress_tokens = [tok.eos_token_id]
+        stop = []
+    return model, tok, [render_prompt(task.prompt(p), "plain", tok) for p in items], stop
 
 
 def _useful_tokens(tok, completions: list[list[str]]) -> int:
     return sum(len(tok(c, add_special_tokens=False)["input_ids"]) for samples in completions for c in samples)
 
 
-def worker_codepeft(problems: int, batch: int) -> dict:
+def worker_codepeft(problems: int, batch: int, mode: str) -> dict:
     from codepeft.generation import GenerationSettings
     from codepeft.generation.backends import HFBackend
 
-    model, tok, prompts, stop = _setup(problems)
+    model, tok, prompts, stop = _setup(problems, mode)
     settings = GenerationSettings(
         n=N, temperature=TEMPERATURE, top_p=TOP_P, max_new_tokens=MAX_NEW, batch_size=batch, stop=stop
     )
@@ -53,13 +61,13 @@ def worker_codepeft(problems: int, batch: int) -> dict:
     return {"time_s": elapsed, "tokens": _useful_tokens(tok, out), "samples": sum(len(s) for s in out)}
 
 
-def worker_loop(problems: int) -> dict:
+def worker_loop(problems: int, mode: str) -> dict:
     """One `generate` call per sample, as the studies' scripts do."""
     import torch
 
     from codepeft.generation.backends import truncate_at_stop
 
-    model, tok, prompts, stop = _setup(problems)
+    model, tok, prompts, stop = _setup(problems, mode)
     model.eval()
     out = []
     started = time.perf_counter()
@@ -74,7 +82,7 @@ def worker_loop(problems: int) -> dict:
                     temperature=TEMPERATURE,
                     top_p=TOP_P,
                     max_new_tokens=MAX_NEW,
-                    stop_strings=stop,
+                    stop_strings=stop or None,
                     tokenizer=tok,
                     pad_token_id=tok.pad_token_id,
                 )
@@ -95,25 +103,24 @@ def main() -> None:
     if args.worker:
         kind, *rest = args.worker
         fn = {"codepeft": worker_codepeft, "loop": worker_loop}[kind]
-        print(json.dumps(fn(*[int(r) for r in rest])))
+        print(json.dumps(fn(*[int(r) if r.isdigit() else r for r in rest])))
         return
     me = Path(__file__)
-    loop = in_fresh_process(me, "loop", str(args.problems))
-    ours = in_fresh_process(me, "codepeft", str(args.problems), str(args.batch_size))
-    result = {
-        "machine": machine(),
-        "problems": args.problems,
-        "n": N,
-        "batch_size": args.batch_size,
-        "loop_tokens_per_s": loop["tokens"] / loop["time_s"],
-        "codepeft_tokens_per_s": ours["tokens"] / ours["time_s"],
-        "loop_problems_per_s": args.problems / loop["time_s"],
-        "codepeft_problems_per_s": args.problems / ours["time_s"],
-        "speedup_tokens": (ours["tokens"] / ours["time_s"]) / (loop["tokens"] / loop["time_s"]),
-        "speedup_problems": loop["time_s"] / ours["time_s"],
-        "loop": loop,
-        "codepeft": ours,
-    }
+    result = {"machine": machine(), "problems": args.problems, "n": N, "batch_size": args.batch_size}
+    for mode in ("study", "fixed"):
+        loop = in_fresh_process(me, "loop", str(args.problems), mode)
+        ours = in_fresh_process(me, "codepeft", str(args.problems), str(args.batch_size), mode)
+        result[mode] = {
+            "loop_tokens_per_s": loop["tokens"] / loop["time_s"],
+            "codepeft_tokens_per_s": ours["tokens"] / ours["time_s"],
+            "loop_problems_per_s": args.problems / loop["time_s"],
+            "codepeft_problems_per_s": args.problems / ours["time_s"],
+            "speedup_tokens": (ours["tokens"] / ours["time_s"]) / (loop["tokens"] / loop["time_s"]),
+            "speedup_problems": loop["time_s"] / ours["time_s"],
+            "tokens_per_sample": ours["tokens"] / ours["samples"],
+            "loop": loop,
+            "codepeft": ours,
+        }
     text = json.dumps(result, indent=1)
     if args.out:
         args.out.write_text(text)

