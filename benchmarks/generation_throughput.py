@@ -15,13 +15,12 @@ sequence, counted the same way for both) and problems per second, in two setting
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import in_fresh_process, machine  # noqa: E402
+from common import finish, in_fresh_process, machine, run_worker  # noqa: E402
 
 N, TEMPERATURE, TOP_P, MAX_NEW = 20, 0.2, 0.95, 128
 
@@ -101,10 +100,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     if args.worker:
-        kind, *rest = args.worker
-        fn = {"codepeft": worker_codepeft, "loop": worker_loop}[kind]
-        print(json.dumps(fn(*[int(r) if r.isdigit() else r for r in rest])))
-        return
+        return run_worker(args.worker, {"codepeft": worker_codepeft, "loop": worker_loop})
     me = Path(__file__)
     result = {"machine": machine(), "problems": args.problems, "n": N, "batch_size": args.batch_size}
     for mode in ("study", "fixed"):
@@ -121,10 +117,7 @@ def main() -> None:
             "loop": loop,
             "codepeft": ours,
         }
-    text = json.dumps(result, indent=1)
-    if args.out:
-        args.out.write_text(text)
-    print(text)
+    finish(result, args.out)
 
 
 if __name__ == "__main__":

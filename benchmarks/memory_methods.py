@@ -20,24 +20,20 @@ import sys
 import tempfile
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import PEAK_SAMPLER  # noqa: E402
+
 WIDTH, LAYERS, SEQ, BATCH = 1024, 8, 256, 4
 METHODS = [("full", None), ("lora", None), ("qlora", "4bit"), ("qlora", "8bit")]
 
-MEASURE = r"""
-import json, sys, threading, time, psutil, torch
+MEASURE = (
+    PEAK_SAMPLER
+    + r"""
 from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 from codepeft.methods import ApplyContext, get_method
-torch.set_num_threads(2)
 path, method, quant, seq, batch = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
-proc = psutil.Process()
-peak = [0]
-def sample():
-    while True:
-        peak[0] = max(peak[0], proc.memory_info().rss)
-        time.sleep(0.005)
 torch.manual_seed(0)
-start = proc.memory_info().rss
-threading.Thread(target=sample, daemon=True).start()
+start = start_sampling()
 kwargs = {"dtype": torch.float32}
 if quant == "4bit":
     kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
@@ -61,6 +57,7 @@ for _ in range(3):
 time.sleep(0.05)
 print(json.dumps({"peak_bytes": peak[0] - start}))
 """
+)
 
 
 def build(root: Path) -> Path:

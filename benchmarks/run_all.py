@@ -189,12 +189,13 @@ def main() -> None:
     parser.add_argument("--only", help=f"comma-separated subset of {', '.join(BENCHMARKS)}")
     parser.add_argument("--results", type=Path, default=HERE / "RESULTS.md")
     parser.add_argument("--notes", type=Path, default=HERE / "NOTES.md", help="appended to the results as they are")
+    parser.add_argument("--render", type=Path, help="write the report from a RESULTS.json of an earlier run")
     args = parser.parse_args()
     names = args.only.split(",") if args.only else list(BENCHMARKS)
-    results = {}
+    results = json.loads(args.render.read_text()) if args.render else {}
     with tempfile.TemporaryDirectory() as tmp:
         failed = []
-        for name in names:
+        for name in [] if args.render else names:
             try:
                 results[name] = run(name, Path(tmp) / f"{name}.json")
             except subprocess.CalledProcessError as err:
@@ -203,7 +204,8 @@ def main() -> None:
     if args.notes.is_file():
         text += "\n" + args.notes.read_text()
     args.results.write_text(text)
-    (args.results.with_suffix(".json")).write_text(json.dumps(results, indent=1))
+    if not args.render:
+        args.results.with_suffix(".json").write_text(json.dumps(results, indent=1))
     print(text)
 
 

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import in_fresh_process, machine  # noqa: E402
+from common import finish, in_fresh_process, machine, run_worker  # noqa: E402
 
 MAX_LENGTH, BATCH, LR, SEED = 512, 8, 2e-4, 0
 WINDOW = 10
@@ -299,21 +299,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     if args.worker:
-        kind, *rest = args.worker
-        fn = {"recipe": worker_recipe, "codepeft": worker_codepeft, "profile": worker_profile}[kind]
-        typed = [int(r) if r.isdigit() else r for r in rest]
-        print(json.dumps(fn(*typed)))
-        return
+        return run_worker(
+            args.worker, {"recipe": worker_recipe, "codepeft": worker_codepeft, "profile": worker_profile}
+        )
     me = Path(__file__)
     recipe = in_fresh_process(me, "recipe", str(args.steps))
     ours = in_fresh_process(me, "codepeft", str(args.steps))
     full = in_fresh_process(me, "codepeft", str(max(10, args.steps // 4)), "full")
     profile = in_fresh_process(me, "profile", "lora")
-    result = {"machine": machine(), **summarise(recipe, ours, full, profile)}
-    text = json.dumps(result, indent=1)
-    if args.out:
-        args.out.write_text(text)
-    print(text)
+    finish({"machine": machine(), **summarise(recipe, ours, full, profile)}, args.out)
 
 
 if __name__ == "__main__":

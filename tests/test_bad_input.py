@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from conftest import TRAIN_ROWS, write_jsonl
 from typer.testing import CliRunner
 
 from codepeft.cli import app
-from tests.conftest import TRAIN_ROWS, write_jsonl
 
 runner = CliRunner()
 

@@ -3,6 +3,7 @@ truncation, packing without cross-example attention, joint mixing, stdlib-instru
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections import Counter
 
@@ -210,3 +211,34 @@ def test_padding_free_batch_gives_the_padded_batch_loss(tiny_model, tiny_tokeniz
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
     torch.testing.assert_close(losses[0], losses[1], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(grads[0], grads[1], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("arch", ["gpt_bigcode", "llama", "qwen2"])
+def test_per_example_attention_matches_each_example_alone(tiny_model, tiny_tokenizer, arch, monkeypatch):
+    """Training's attention runs SDPA on each example's slice of a padding-free row (once per
+    example and layer), and gives each example's logits as if it were alone."""
+    from transformers import AutoModelForCausalLM
+
+    import codepeft.training.varlen as varlen
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model(arch)).eval()
+    model.config.use_cache = False
+    assert varlen.supports_varlen(model)
+    pairs = [("def a():\n", "    return 1\n"), ("class B:\n", "    x = [1, 2, 3]\n"), ("import os\n", "print(1)\n")]
+    exs = [encode(tiny_tokenizer, p, r, 64, "response", False) for p, r in pairs]
+    batch = Collator(tiny_tokenizer.pad_token_id, flatten=True, boundaries=True)(exs)
+    assert batch["cu_seq_lens_q"].tolist() == [0, *itertools.accumulate(len(e["input_ids"]) for e in exs)]
+    calls = []
+    real = varlen.sdpa_attention_forward
+    monkeypatch.setattr(varlen, "sdpa_attention_forward", lambda *a, **k: calls.append(a[1].shape[2]) or real(*a, **k))
+    inputs = {k: v for k, v in batch.items() if k not in ("num_tokens", "labels")}
+    with torch.no_grad(), varlen.varlen_attention_enabled(model):
+        packed = model(**inputs).logits[0]
+    assert model.config._attn_implementation == "sdpa"  # restored afterwards
+    assert calls == [len(e["input_ids"]) for e in exs] * model.config.num_hidden_layers
+    start = 0
+    with torch.no_grad():
+        for ex in exs:
+            alone = model(input_ids=torch.tensor([ex["input_ids"]])).logits[0]
+            torch.testing.assert_close(packed[start : start + len(alone)], alone, atol=1e-5, rtol=1e-5)
+            start += len(alone)

@@ -180,6 +180,18 @@ def test_exploding_gradient_check_can_be_turned_off(tmp_path, tiny_model, train_
     assert train(cfg, tmp_path / "spiky").cost["steps"] == 14  # clipping absorbs the one spike
 
 
+@pytest.mark.parametrize(
+    ("method", "batches", "attention"),
+    [("lora", "padding-free", "per example"), ("prompt", "padded", "masked")],
+)
+def test_batches_are_padding_free_where_the_method_allows(tmp_path, tiny_model, train_file, method, batches, attention):
+    result = train(_cfg(tiny_model, train_file, "gpt_bigcode", f"method.name={method}"), tmp_path / method)
+    info = json.loads((result.run_dir / "run.json").read_text())
+    assert info["data"]["batches"] == batches and info["data"]["attention"] == attention
+    rows = _rows(result.run_dir)
+    assert all(r["time_s"] >= 0 for r in rows) and [r["time_s"] for r in rows] == sorted(r["time_s"] for r in rows)
+
+
 def test_gradient_checkpointing_and_packing_train(tmp_path, tiny_model, train_file):
     result = train(
         _cfg(tiny_model, train_file, "qwen2", "train.gradient_checkpointing=true", "data.packing=true"),
