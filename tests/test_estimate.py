@@ -81,5 +81,5 @@ def test_estimate_cli(tiny_model):
     )
     bad = runner.invoke(app, ["estimate", "--model", path, "--method", "icl"])
     assert bad.exit_code == 2 and "trains nothing" in bad.output
-    with pytest.raises(CodepeftError, match="cannot load model"):
+    with pytest.raises(CodepeftError, match="model directory not found: /no/such/model"):
         estimate("/no/such/model")
