@@ -180,6 +180,7 @@ def worker_profile(method: str) -> dict:
     from codepeft.methods import get_method
     from codepeft.methods.apply import ApplyContext
     from codepeft.models.loading import load_model, resolve_name
+    from codepeft.training.dropout import fast_dropout_enabled
     from codepeft.training.varlen import varlen_attention_enabled
 
     config = _config(3, method)
@@ -198,7 +199,7 @@ def worker_profile(method: str) -> dict:
         opt.step()
         opt.zero_grad()
 
-    with varlen_attention_enabled(model):
+    with varlen_attention_enabled(model), fast_dropout_enabled(model):
         step()
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             for _ in range(3):

@@ -213,6 +213,40 @@ def test_padding_free_batch_gives_the_padded_batch_loss(tiny_model, tiny_tokeniz
     torch.testing.assert_close(grads[0], grads[1], atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("arch", ["gpt_bigcode", "llama", "qwen2", "codegen"])
+def test_logits_only_at_targets_give_the_same_loss_and_gradients(tiny_model, tiny_tokenizer, arch):
+    """Training computes logits only where a label is predicted (through peft too): the loss and
+    every gradient equal those from logits at every position, and the trainer counts targets."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from codepeft.training.trainer import count_targets, logits_at_targets, supports_logits_at_targets
+
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model(arch))
+    base.config.use_cache = False
+    model = get_peft_model(base, LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False)).eval()
+    assert supports_logits_at_targets(model)
+    pairs = [("def a():\n", "    return 1\n"), ("class Bee:\n    'x'\n", "    x = [1, 2, 3, 4]\n"), ("#\n", "pass\n")]
+    exs = [encode(tiny_tokenizer, p, r, 64, "response", False) for p, r in pairs]
+    batch = Collator(tiny_tokenizer.pad_token_id, flatten=True)(exs)
+    batch.pop("num_tokens")
+    targets = sum(sum(1 for x in e["labels"][1:] if x != IGNORE) for e in exs)
+    results = []
+    for inputs in (batch, logits_at_targets(batch)):
+        model.zero_grad()
+        out = model(**inputs)
+        out.loss.backward()
+        grads = [p.grad.clone() for p in model.parameters() if p.requires_grad]
+        results.append((out.loss.detach(), out.logits.shape[1], grads))
+        assert count_targets(inputs, model) == targets
+    (full_loss, full_rows, full_grads), (loss, rows, grads) = results
+    assert full_rows == batch["input_ids"].shape[1] and rows == targets < full_rows
+    torch.testing.assert_close(loss, full_loss, atol=1e-6, rtol=1e-6)
+    for a, b in zip(grads, full_grads, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
 @pytest.mark.parametrize("arch", ["gpt_bigcode", "llama", "qwen2"])
 def test_per_example_attention_matches_each_example_alone(tiny_model, tiny_tokenizer, arch, monkeypatch):
     """Training's attention runs SDPA on each example's slice of a padding-free row (once per

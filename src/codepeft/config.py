@@ -98,6 +98,9 @@ class TrainSpec(_Strict):
     optimizer: str = "adamw_torch"
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     gradient_checkpointing: bool = False
+    # Draw CPU dropout masks 64 bits at a time (codepeft.training.dropout) instead of torch's
+    # one-call-per-element generator; false gives torch's own dropout. No effect on GPUs.
+    fast_dropout: bool = True
     logging_steps: int = Field(5, gt=0)
     eval_steps: int = Field(25, gt=0)
     save_steps: int = Field(25, gt=0)

@@ -7,12 +7,20 @@ method is applied to it, and the parameters are counted exactly. Memory is the s
   bits; int8: 8 bits + one fp32 scale per row);
 - trainable parameters in fp32 with their gradient and the optimizer's state (AdamW: two fp32
   moments; Adafactor: factored second moments, counted as one row + one column per matrix);
-- activations kept for the backward pass, per layer and token (the per-layer terms of Korthikanti
-  et al. 2022 for the attention and MLP blocks, in the compute dtype), or only each layer's
-  input with gradient checkpointing plus one layer recomputed; attention scores only for eager
-  attention (SDPA kernels do not keep them);
-- the logits and their gradient in fp32 (vocabulary x tokens), large for small models;
+- activations: the tensors autograd keeps for the backward pass, traced from one forward pass
+  of the tuned model on the meta device (every distinct storage once, parameters not), with
+  SDPA counted as the fused kernel the device runs (no scores kept; PyTorch's CPU kernel falls
+  back to the unfused path when attention dropout is on, and so does the trace); with gradient
+  checkpointing, each layer's input plus one layer recomputed;
+- the loss's backward: the fp32 log-softmax of the logits, its gradient and the logits'
+  gradient (3 x 4 bytes per logit), large for small models;
+- gradients of the trainable parameters only where they outgrow the activations the backward
+  pass frees while they accumulate;
 - a fixed runtime overhead (CUDA context, or the CPU process's libraries), stated separately.
+
+The trace follows each architecture and method exactly (fp32 norms, dropout masks, virtual
+tokens, adapters' inputs, eager attention's scores), where per-layer formulas (Korthikanti et
+al. 2022) miss what differs between implementations.
 """
 
 from __future__ import annotations
@@ -20,11 +28,15 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import torch
+from transformers import AttentionInterface
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
 
 from codepeft.errors import CodepeftError
 
 GB = 2**30
 BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+FUSED = "codepeft_fused_meta"
 RUNTIME = {"cuda": 0.45 * GB, "cpu": 0.0}  # CUDA context + kernels; on CPU the measured baseline is subtracted
 
 
@@ -66,40 +78,83 @@ def _dims(config) -> dict:
         raise CodepeftError(f"cannot read the hidden size and layer count of a {config.model_type} config")
     if getattr(config, "is_encoder_decoder", False):
         layers = layers + get("num_decoder_layers", default=layers)
-    heads = get("num_attention_heads", "n_head", "num_heads", default=1)
-    inner = get("intermediate_size", "n_inner", "d_ff", default=None) or 4 * hidden
-    gated = "gated" in str(get("feed_forward_proj", default="")) or get("hidden_act", default="") in ("silu", "swiglu")
     return {
         "hidden": hidden,
         "layers": layers,
-        "heads": heads,
-        "inner": inner,
-        "vocab": text.vocab_size,
-        "gated": gated,
-        "cross_attention": bool(getattr(config, "is_encoder_decoder", False)),
-        "dropout": get("resid_pdrop", "hidden_dropout", "dropout_rate", "dropout", default=0.0) or 0.0,
         "attention_dropout": get("attn_pdrop", "attention_dropout", "dropout_rate", default=0.0) or 0.0,
     }
 
 
-def _dropout_inputs(model) -> int:
-    """Summed input width of the layers whose adapter applies dropout to its input (peft LoRA)."""
-    total = 0
-    for module in model.modules():
-        dropout = getattr(module, "lora_dropout", None)
-        if isinstance(dropout, torch.nn.ModuleDict) and any(
-            isinstance(m, torch.nn.Dropout) and m.p > 0 for m in dropout.values()
-        ):
-            total += getattr(module, "in_features", 0) or 0
-    return total
-
-
-def _meta_model(config):
+def _meta_model(config, dtype: str = "fp32", attention: str = "sdpa"):
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
     auto = AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
     with torch.device("meta"):
-        return auto.from_config(config)
+        try:
+            return auto.from_config(config, dtype=DTYPES[dtype], attn_implementation=attention)
+        except ValueError:  # the architecture has no SDPA path: eager, as when training it
+            return auto.from_config(config, dtype=DTYPES[dtype], attn_implementation="eager")
+
+
+class _FusedAttention(torch.autograd.Function):
+    """Stands in for a fused SDPA kernel (flash / memory-efficient, CPU or CUDA) on the meta
+    device, where PyTorch would pick its unfused path: keeps what those kernels keep for the
+    backward pass (query, key, value, output and the fp32 log-sum-exp per query), no scores."""
+
+    @staticmethod
+    def forward(ctx, query, key, value):
+        out = torch.empty_like(query)
+        lse = query.new_empty(query.shape[:-1], dtype=torch.float32)
+        ctx.save_for_backward(query, key, value, out, lse)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        query, key, value, _, _ = ctx.saved_tensors
+        return grad, key.new_zeros(key.shape), value.new_zeros(value.shape)
+
+
+def _fused_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
+    return _FusedAttention.apply(query, key, value).transpose(1, 2), None
+
+
+AttentionInterface.register(FUSED, _fused_attention)
+AttentionMaskInterface.register(FUSED, ALL_MASK_ATTENTION_FUNCTIONS["sdpa"])
+
+
+def traced_activations(model, batch: int, seq_len: int, fused_attention: bool) -> tuple[float, int]:
+    """(bytes autograd keeps after a training forward pass of `model`, a meta-device model;
+    number of logits). Every distinct storage saved for backward counts once, parameters not.
+
+    Tracing the real forward pass follows each architecture and method exactly (norms kept in
+    fp32, dropout masks, virtual tokens, adapters' inputs, eager attention's scores), which a
+    per-layer formula cannot. SDPA is traced as the fused kernel the real device would run."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    before = base.config._attn_implementation
+    if fused_attention and before == "sdpa":
+        base.set_attn_implementation(FUSED)
+    params = {p.untyped_storage()._cdata for p in model.parameters()}
+    kept: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        if storage._cdata not in params:
+            kept[storage._cdata] = storage.nbytes()
+        return t
+
+    ids = torch.zeros(batch, seq_len, dtype=torch.long, device="meta")
+    inputs = {"input_ids": ids}
+    if getattr(base.config, "is_encoder_decoder", False):
+        inputs["decoder_input_ids"] = ids
+    was_training = model.training
+    model.train()
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            out = model(**inputs)  # (with its default cache: masks need no data-dependent checks)
+    finally:
+        model.train(was_training)
+        base.set_attn_implementation(before)
+    return float(sum(kept.values())), int(out.logits.numel())
 
 
 def _linear_params(model) -> int:
@@ -135,7 +190,7 @@ def estimate(
         raise CodepeftError(f"{method} is a prompting baseline: it trains nothing (memory is that of inference)")
     options = m.options(method_options or {})
     quant = effective_quantization(m, options, ModelSpec(name_or_path=path, quantization=quantization or "none"))
-    meta = _meta_model(config)
+    meta = _meta_model(config, dtype, attention)
     base_total = sum(p.numel() for p in meta.parameters())
     linear = _linear_params(meta)
     tuned = m.apply(meta, options, ApplyContext(tokenizer_path=path if method == "prompt" else None))
@@ -150,46 +205,31 @@ def estimate(
         weights = linear * 1.0 + (frozen - linear) * width + 4 * linear / _dims(config)["hidden"]
     else:
         weights = frozen * width
-    per_param = 4 + 4 + (8 if optimizer.startswith("adam") else 2)  # fp32 weight, gradient, optimizer state
+    per_param = 4 + (8 if optimizer.startswith("adam") else 2)  # fp32 weight and optimizer state
     state = trainable * per_param
 
-    d = _dims(config)
-    tokens = seq_len * batch
-    virtual = getattr(getattr(tuned, "peft_config", {}).get("default"), "num_virtual_tokens", 0) or 0
-    tokens += virtual * batch
-    act_width = width if dtype != "fp32" else 4
-    # After Korthikanti et al., per token and layer, in the compute dtype: the attention block and
-    # layer norms keep about 10 h values for their own backward, the MLP its activation's inputs
-    # (1 x inner; gated MLPs: gate, up and activation, 3 x inner). The inputs of the linear layers
-    # (3 h + inner) are kept only when those layers' weights train: a frozen layer needs its
-    # weight, not its input, to pass the gradient on.
-    per_layer_values = tokens * (10 * d["hidden"] + (3 if d["gated"] else 1) * d["inner"])
-    if m.family == "full":
-        per_layer_values += tokens * (3 * d["hidden"] + d["inner"])
-    if d["dropout"] > 0:  # residual dropouts keep their output and a 1-byte mask
-        per_layer_values += tokens * 2 * d["hidden"] * (1 + 1 / act_width)
-    if d["attention_dropout"] > 0 or attention == "eager":  # probabilities kept (and dropped out)
-        copies = 2 + 1 / act_width if d["attention_dropout"] > 0 else 1
-        per_layer_values += copies * batch * d["heads"] * (seq_len + virtual) ** 2
-    if d["cross_attention"]:  # decoder layers (half of them) also attend to the encoder
-        per_layer_values += 0.5 * (tokens * 6 * d["hidden"] + batch * d["heads"] * seq_len**2 * 2)
-    per_layer = per_layer_values * act_width
-    # LoRA-style dropout on a layer's input keeps a dropped-out copy of that input (and its mask).
-    dropout_values = tokens * _dropout_inputs(tuned) / d["layers"]
-    per_layer += dropout_values * (act_width + 1)
-    if gradient_checkpointing:
-        activations = d["layers"] * tokens * d["hidden"] * act_width + per_layer
+    # Activations: what autograd keeps for the backward pass, traced from one forward pass of
+    # the tuned model on the meta device (shapes only, no memory), batch x seq_len tokens.
+    fused = attention == "sdpa" and (device == "cuda" or not _dims(config)["attention_dropout"])
+    saved, logit_values = traced_activations(tuned, batch, seq_len, fused)
+    if gradient_checkpointing:  # each layer keeps its input; one layer is recomputed at a time
+        d = _dims(config)
+        activations = d["layers"] * batch * seq_len * d["hidden"] * width + saved / d["layers"]
     else:
-        activations = d["layers"] * per_layer
-    # fp32 logits, their log-softmax kept for the loss, and both gradients during backward
-    logits = 4 * tokens * d["vocab"] * 4
+        activations = saved
+    # The loss's backward starts with the fp32 log-softmax (kept), its gradient and the
+    # logits' gradient alive together; a half-precision model adds the logits' own gradient.
+    logits = logit_values * (12 + (width if width < 4 else 0))
+    # fp32 master weights and optimizer state are there throughout; gradients grow while the
+    # backward pass frees activations, so they count where they outweigh what is freed.
+    gradients = max(0.0, 4 * trainable - activations - logits)
     return Estimate(
         model=model,
         method=method,
         total_params=int(counts["total_params"]),
         trainable_params=trainable,
         weights_bytes=float(weights),
-        trainable_state_bytes=float(state),
+        trainable_state_bytes=float(state + gradients),
         activations_bytes=float(activations),
         logits_bytes=float(logits),
         runtime_bytes=RUNTIME.get(device, 0.0),

@@ -22,7 +22,8 @@ from codepeft.training.artifacts import last_good_checkpoint, save_weights
 from codepeft.training.callbacks import AdaLoraSchedule, CheckpointManifest, MetricsLog
 from codepeft.training.cost import PeakMemory
 from codepeft.training.provenance import git_commit, machine, package_versions
-from codepeft.training.trainer import CodepeftTrainer
+from codepeft.training.trainer import CodepeftTrainer, supports_logits_at_targets
+from codepeft.training.dropout import fast_dropout_enabled
 from codepeft.training.varlen import supports_varlen, varlen_attention_enabled
 
 
@@ -92,6 +93,8 @@ def train(config: RunConfig, output_dir: str | Path | None = None, resume: bool 
     flatten = config.data.packing == "batch" and method.family != "prompt" and not encoder_decoder
     # ... and each example's attention computed on its own (not a masked square over the row)
     varlen = flatten and supports_varlen(model)
+    # ... and logits computed only at the positions the loss reads
+    logits_on_targets = flatten and supports_logits_at_targets(model)
     train_ds, eval_ds = build_datasets(config.data, tokenizer, encoder_decoder, config.seed)
 
     device = next(model.parameters()).device.type
@@ -124,6 +127,8 @@ def train(config: RunConfig, output_dir: str | Path | None = None, resume: bool 
             "eval_rows": _rows(eval_ds),
             "batches": "padding-free" if flatten else "packed rows" if config.data.packing is True else "padded",
             "attention": "per example" if varlen else "masked",
+            "dropout": "codepeft (64-bit draws)" if t.fast_dropout and device == "cpu" else "torch",
+            "logits": "at loss targets" if logits_on_targets else "every position",
         },
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
         **params,
@@ -176,13 +181,15 @@ def train(config: RunConfig, output_dir: str | Path | None = None, resume: bool 
         callbacks=callbacks,
     )
     trainer.explode_factor = t.explode_factor
+    trainer.logits_on_targets = logits_on_targets
     checkpoint = last_good_checkpoint(args.output_dir) if resume else None
     if resume:
         metrics.truncate_after(int(checkpoint.rsplit("-", 1)[1]) if checkpoint else 0)
 
     try:
         attention = varlen_attention_enabled(trainer.model) if varlen else contextlib.nullcontext()
-        with PeakMemory(cuda=device == "cuda") as mem, attention:
+        masks = fast_dropout_enabled(trainer.model) if t.fast_dropout else contextlib.nullcontext()
+        with PeakMemory(cuda=device == "cuda") as mem, attention, masks:
             output = trainer.train(resume_from_checkpoint=checkpoint)
     except BaseException as err:
         info.update(status="failed", error=f"{type(err).__name__}: {err}")
@@ -209,6 +216,7 @@ def train(config: RunConfig, output_dir: str | Path | None = None, resume: bool 
         "memory_at_start_bytes": mem.at_start,
         "wall_time_s": round(mem.wall_time, 2),
         "train_tokens": trainer.tokens_seen,
+        "train_target_tokens": trainer.targets_seen,
         "tokens_per_s": round(trainer.tokens_seen / max(mem.wall_time, 1e-9), 1),
         "steps": trainer.state.global_step,
         "resumed_from": checkpoint,

@@ -1,7 +1,9 @@
-"""`transformers.Trainer` with exact token counting and a stop on non-finite loss."""
+"""`transformers.Trainer` with exact token counting, logits only where the loss needs them, and a
+stop on non-finite loss."""
 
 from __future__ import annotations
 
+import inspect
 import math
 import statistics
 
@@ -18,13 +20,18 @@ class CodepeftTrainer(Trainer):
     optimizer."""
 
     tokens_seen = 0
+    targets_seen = 0  # tokens that carry a loss
     explode_factor: float | None = 1000.0
+    logits_on_targets = False  # set for padding-free batches of models that take `logits_to_keep`
     _norms: list[float]
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         n = inputs.pop("num_tokens", None)
+        if self.logits_on_targets and "labels" in inputs:
+            inputs = logits_at_targets(inputs)
         if n is not None and model.training:
             self.tokens_seen += int(n)
+            self.targets_seen += count_targets(inputs, model)
         return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
@@ -56,3 +63,34 @@ class CodepeftTrainer(Trainer):
     def _diverged(self, loss: float, what: str | None = None) -> None:
         last = get_last_checkpoint(self.args.output_dir) if self.args.output_dir else None
         raise NonFiniteLossError(self.state.global_step + 1, loss, last, what)
+
+
+def logits_at_targets(inputs: dict) -> dict:
+    """Ask a one-row (padding-free) batch's model for logits only at the positions that predict
+    a label, with those labels already shifted: the same loss, without the vocabulary-wide
+    product, log-softmax and gradient at prompt and boundary tokens (with response-only loss,
+    most of a row). The model passes `shift_labels` on to transformers' causal-LM loss."""
+    labels = inputs["labels"]
+    shifted = torch.nn.functional.pad(labels, (0, 1), value=-100)[:, 1:]
+    keep = (shifted[0] != -100).nonzero().squeeze(1)
+    return {**inputs, "logits_to_keep": keep, "shift_labels": shifted[:, keep]}
+
+
+def count_targets(inputs: dict, model) -> int:
+    if "shift_labels" in inputs:
+        return int(inputs["shift_labels"].numel())
+    labels = inputs.get("labels")
+    if labels is None:
+        return 0
+    seq2seq = getattr(getattr(model, "config", None), "is_encoder_decoder", False)
+    return int((labels if seq2seq else labels[:, 1:]).ne(-100).sum())
+
+
+def supports_logits_at_targets(model) -> bool:
+    """Decoder-only models whose forward slices logits by `logits_to_keep` and whose loss is
+    transformers' causal-LM loss (which reads `shift_labels`)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if getattr(base.config, "is_encoder_decoder", False):
+        return False
+    params = inspect.signature(base.forward).parameters
+    return "logits_to_keep" in params and getattr(base, "loss_type", None) in (None, "ForCausalLM")

@@ -9,6 +9,10 @@ the model's forward down to the attention function). Anything else (no boundarie
 batch, generation with a cache) goes through transformers' own SDPA path unchanged.
 
 No library offers this on CPU: flash-attention's variable-length kernels need CUDA.
+
+With attention dropout on a CPU, SDPA falls back to its unfused path anyway and draws the mask
+with torch's slow per-element generator; inside `fast_dropout_enabled` that case is computed
+here (the same operations) with the masks of `codepeft.training.dropout`.
 """
 
 from __future__ import annotations
@@ -17,8 +21,10 @@ import contextlib
 
 import torch
 from transformers import AttentionInterface
-from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+
+from codepeft.training import dropout as fast
 
 NAME = "codepeft_varlen"
 
@@ -29,13 +35,32 @@ def varlen_attention(module, query, key, value, attention_mask, dropout=0.0, sca
     if bounds is None or query.shape[0] != 1 or query.shape[2] != int(bounds[-1]):
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
     edges = bounds.tolist()
-    outputs = [
-        sdpa_attention_forward(
-            module, query[:, :, s:e], key[:, :, s:e], value[:, :, s:e], None, dropout, scaling, is_causal=True
-        )[0]
-        for s, e in zip(edges[:-1], edges[1:], strict=True)
-    ]
+    if dropout > 0.0 and query.device.type == "cpu" and fast.active():
+        if key.shape[1] != query.shape[1]:
+            key = repeat_kv(key, query.shape[1] // key.shape[1])
+            value = repeat_kv(value, query.shape[1] // value.shape[1])
+        scale = query.shape[-1] ** -0.5 if scaling is None else scaling
+        outputs = [
+            _causal_attention(query[:, :, s:e], key[:, :, s:e], value[:, :, s:e], scale, dropout)
+            for s, e in zip(edges[:-1], edges[1:], strict=True)
+        ]
+    else:
+        outputs = [
+            sdpa_attention_forward(
+                module, query[:, :, s:e], key[:, :, s:e], value[:, :, s:e], None, dropout, scaling, is_causal=True
+            )[0]
+            for s, e in zip(edges[:-1], edges[1:], strict=True)
+        ]
     return torch.cat(outputs, dim=1), None  # (batch, sequence, heads, head_dim), as SDPA's
+
+
+def _causal_attention(query, key, value, scale: float, dropout: float) -> torch.Tensor:
+    """SDPA's unfused computation (softmax of masked scores, dropout, weighted sum)."""
+    n = query.shape[2]
+    scores = torch.matmul(query, key.transpose(-1, -2)).mul_(scale)
+    scores.masked_fill_(torch.ones(n, n, dtype=torch.bool).triu_(1), float("-inf"))
+    weights = fast.dropout(torch.softmax(scores, dim=-1), dropout)
+    return torch.matmul(weights, value).transpose(1, 2)
 
 
 AttentionInterface.register(NAME, varlen_attention)

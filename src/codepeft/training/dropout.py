@@ -1,0 +1,81 @@
+"""Dropout whose masks are cheap to draw on CPU.
+
+torch draws a CPU dropout mask with one Mersenne-Twister call per element (`bernoulli_`), which
+took over a quarter of a training step of the default model (benchmarks/RESULTS.md). Here each
+64-bit draw gives the keep/drop decisions of four elements: an element is dropped when its 16
+random bits fall below round(p * 65536), so the drop rate differs from p by at most 1/131072.
+The mask is kept as booleans for the backward pass, as torch's own dropout keeps it, so memory
+is unchanged. The generator is torch's default one: `seed` and checkpoint RNG states apply.
+
+Only CPU tensors take this path; elsewhere (CUDA's dropout is already fast) it is torch's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import torch
+
+_LEVELS = 1 << 16
+_INT16_MIN = -(1 << 15)
+_active = 0  # > 0 while a `fast_dropout_enabled` block runs
+
+
+def active() -> bool:
+    """Whether attention implementations should draw their dropout masks here too."""
+    return _active > 0
+
+
+def keep_mask(shape: torch.Size | tuple[int, ...], p: float) -> torch.Tensor:
+    """Booleans, True with probability 1 - p (to within 2**-17)."""
+    n = math.prod(shape)
+    bits = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(1 << 63), None)
+    threshold = _INT16_MIN + round(p * _LEVELS)
+    return bits.view(torch.int16)[:n].ge(threshold).view(shape)
+
+
+class _Dropout(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, p: float) -> torch.Tensor:
+        mask = keep_mask(x.shape, p)
+        ctx.save_for_backward(mask)
+        ctx.scale = 1.0 / (1.0 - p)
+        return x.mul(mask).mul_(ctx.scale)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (mask,) = ctx.saved_tensors
+        return grad.mul(mask).mul_(ctx.scale), None
+
+
+def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
+    """Same contract as `torch.nn.functional.dropout` (not in place)."""
+    if not training or p == 0.0:
+        return x
+    if p >= 1.0:
+        return torch.zeros_like(x)
+    if x.device.type != "cpu":
+        return torch.nn.functional.dropout(x, p, True)
+    return _Dropout.apply(x, p)
+
+
+def _forward(module: torch.nn.Dropout):
+    return lambda x: dropout(x, module.p, module.training)
+
+
+@contextlib.contextmanager
+def fast_dropout_enabled(model: torch.nn.Module):
+    """Every `nn.Dropout` of `model` (the base model's and peft's) draws its masks here while
+    the block runs; the modules are as they were afterwards."""
+    global _active
+    patched = [m for m in model.modules() if type(m) is torch.nn.Dropout and not m.inplace]
+    for m in patched:
+        m.forward = _forward(m)
+    _active += 1
+    try:
+        yield
+    finally:
+        _active -= 1
+        for m in patched:
+            del m.forward
