@@ -146,6 +146,8 @@ def worker_codepeft(steps: int, method: str = "lora", batches: str = "batch") ->
         "losses": [r["loss"] for r in rows],
         "time_s": [r["time_s"] for r in rows],
         "train_tokens": result.cost["train_tokens"],
+        "train_target_tokens": result.cost["train_target_tokens"],
+        "logits": info["data"]["logits"],
         "wall_time_s": result.cost["wall_time_s"],
         "batches": info["data"]["batches"],
         "attention": info["data"]["attention"],
@@ -172,7 +174,9 @@ def matmul_peak() -> float:
 
 
 def worker_profile(method: str) -> dict:
-    """Where one training step's time goes (torch.profiler, CPU time by operator)."""
+    """Where one training step's time goes (torch.profiler, CPU time by operator), and how
+    fast the step's matrix products run on their own against the machine's peak: the ceiling
+    on MFU if everything else took no time."""
     import torch
     from torch.profiler import ProfilerActivity, profile
 
@@ -181,6 +185,7 @@ def worker_profile(method: str) -> dict:
     from codepeft.methods.apply import ApplyContext
     from codepeft.models.loading import load_model, resolve_name
     from codepeft.training.dropout import fast_dropout_enabled
+    from codepeft.training.trainer import logits_at_targets
     from codepeft.training.varlen import varlen_attention_enabled
 
     config = _config(3, method)
@@ -192,6 +197,7 @@ def worker_profile(method: str) -> dict:
     data, _ = _dataset(config)
     batch = Collator(tok.pad_token_id, flatten=True, boundaries=True)([data[i] for i in range(BATCH)])
     batch.pop("num_tokens")
+    batch = logits_at_targets(batch)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=LR)
 
     def step():
@@ -201,30 +207,41 @@ def worker_profile(method: str) -> dict:
 
     with varlen_attention_enabled(model), fast_dropout_enabled(model):
         step()
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
+        peak = matmul_peak()
+        with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
             for _ in range(3):
                 step()
-    total = sum(e.self_cpu_time_total for e in prof.key_averages())
-    top = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)[:8]
-    return {"top": [{"op": e.key, "share": e.self_cpu_time_total / total} for e in top]}
+        peak = max(peak, matmul_peak())
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    matmuls = [e for e in events if e.key in ("aten::mm", "aten::addmm", "aten::bmm")]
+    matmul_us = sum(e.self_cpu_time_total for e in matmuls)
+    top = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:8]
+    return {
+        "top": [{"op": e.key, "share": e.self_cpu_time_total / total} for e in top],
+        "matmul_share": matmul_us / total,
+        "matmul_efficiency": sum(e.flops for e in matmuls) / (matmul_us * 1e-6) / peak,
+    }
 
 
-def model_flops_per_token(method: str) -> tuple[float, int]:
-    """(training FLOPs per token, matmul parameters): 6N for full fine-tuning (forward 2N, two
-    backward matmuls 4N); 4N with a frozen base (no weight gradients), adapters' own FLOPs
-    ignored (under 1% here). Attention score FLOPs are added per example in `_attention_flops`."""
+def model_flops_per_token(method: str) -> tuple[float, float, int]:
+    """(training FLOPs per token of the body, of the output head; matmul parameters): 6 per
+    parameter for full fine-tuning (forward 2, two backward matmuls 4), 4 with a frozen base (no
+    weight gradients); adapters' own FLOPs ignored (under 1% here). Attention score FLOPs are
+    added per example in `attention_flops`."""
     import torch
-    from transformers import AutoConfig
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     from codepeft.models.loading import resolve_name
 
     cfg = AutoConfig.from_pretrained(resolve_name("default"))
     with torch.device("meta"):
-        from transformers import AutoModelForCausalLM
-
         model = AutoModelForCausalLM.from_config(cfg)
-    n = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear) or type(m).__name__ == "Conv1D")
-    return (6.0 if method == "full" else 4.0) * n, n
+    head = model.get_output_embeddings()
+    linear = [m for m in model.modules() if isinstance(m, torch.nn.Linear) or type(m).__name__ == "Conv1D"]
+    body = sum(m.weight.numel() for m in linear if m is not head)
+    factor = 6.0 if method == "full" else 4.0
+    return factor * body, factor * head.weight.numel(), body + head.weight.numel()
 
 
 def attention_flops(lengths: list[int], layers: int, width: int, method: str) -> float:
@@ -264,17 +281,24 @@ def summarise(recipe: dict, ours: dict, full: dict, profile: dict) -> dict:
     cfg = AutoConfig.from_pretrained(resolve_name("default"))
     flops = {}
     for label, run in (("lora", ours), ("full", full)):
-        per_token, n_params = model_flops_per_token(label)
+        body, head, n_params = model_flops_per_token(label)
         tokens = run["train_tokens"]
+        # The output head's FLOPs count only where logits are needed (the tokens that carry a
+        # loss), as codepeft computes them nowhere else; `mfu_every_token` is the usual count.
+        targets = run["train_target_tokens"]
         # attention: every example's own causal square (the mean length of an example times tokens)
         mean_len = useful / (steps * BATCH)
         attn = attention_flops([mean_len] * int(tokens / mean_len), cfg.n_layer, cfg.n_embd, label)
-        achieved = (per_token * tokens + attn) / run["time_s"][-1]
+        seconds = run["time_s"][-1]
+        achieved = (body * tokens + head * targets + attn) / seconds
         flops[label] = {
             "achieved_flops": achieved,
             "peak_flops": run["peak_flops"],
             "mfu": achieved / run["peak_flops"],
+            "mfu_every_token": ((body + head) * tokens + attn) / seconds / run["peak_flops"],
+            "target_share": targets / tokens,
             "matmul_params": n_params,
+            "logits": run["logits"],
         }
     return {
         "steps": steps,
@@ -290,6 +314,8 @@ def summarise(recipe: dict, ours: dict, full: dict, profile: dict) -> dict:
         "codepeft_batches": f"{ours['batches']}, attention {ours['attention']}",
         "mfu": flops,
         "profile": profile["top"],
+        "matmul_share": profile["matmul_share"],
+        "matmul_efficiency": profile["matmul_efficiency"],
     }
 
 
