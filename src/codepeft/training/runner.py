@@ -21,9 +21,9 @@ from codepeft.models.loading import context_limit, load_config, load_model, reso
 from codepeft.training.artifacts import last_good_checkpoint, save_weights
 from codepeft.training.callbacks import AdaLoraSchedule, CheckpointManifest, MetricsLog
 from codepeft.training.cost import PeakMemory
+from codepeft.training.dropout import fast_dropout_enabled
 from codepeft.training.provenance import git_commit, machine, package_versions
 from codepeft.training.trainer import CodepeftTrainer, supports_logits_at_targets
-from codepeft.training.dropout import fast_dropout_enabled
 from codepeft.training.varlen import supports_varlen, varlen_attention_enabled
 
 
