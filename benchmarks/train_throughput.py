@@ -313,9 +313,8 @@ def summarise(recipe: dict, ours: dict, full: dict, profile: dict) -> dict:
         "loss_curve_max_rel_diff": float(curve_diff),
         "codepeft_batches": f"{ours['batches']}, attention {ours['attention']}",
         "mfu": flops,
-        "profile": profile["top"],
-        "matmul_share": profile["matmul_share"],
-        "matmul_efficiency": profile["matmul_efficiency"],
+        "profile": profile["lora"]["top"],
+        "matmul": {k: {"share": v["matmul_share"], "efficiency": v["matmul_efficiency"]} for k, v in profile.items()},
     }
 
 
@@ -333,7 +332,7 @@ def main() -> None:
     recipe = in_fresh_process(me, "recipe", str(args.steps))
     ours = in_fresh_process(me, "codepeft", str(args.steps))
     full = in_fresh_process(me, "codepeft", str(max(10, args.steps // 4)), "full")
-    profile = in_fresh_process(me, "profile", "lora")
+    profile = {m: in_fresh_process(me, "profile", m) for m in ("lora", "full")}
     finish({"machine": machine(), **summarise(recipe, ours, full, profile)}, args.out)
 
 
