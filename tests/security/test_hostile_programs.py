@@ -501,11 +501,21 @@ def _connect_while_running(port: int, seconds: float, got: list) -> None:
             time.sleep(0.05)
 
 
+def _ours(uid: int) -> bool:
+    """A sandbox user id handed out by this process (see `sandbox.run_uid`), not by a study or
+    another test run sharing the machine."""
+    return uid >= SLOT_UID_BASE and (uid - SLOT_UID_BASE) // 4096 == os.getpid() % 16384
+
+
 def _leftovers() -> list[str]:
+    """Processes this test's programs left: under one of our sandbox user ids, in a sandbox
+    directory below this process, or the daemons the hostile programs start. Other codepeft
+    processes on the machine are neither reported nor killed."""
     from codepeft.execution.runner import _zygotes
 
     found = []
     keep = _zygotes().idle_processes()  # a sandbox kept for the next program, idle, and nothing else
+    below = {p.pid for p in psutil.Process().children(recursive=True)}
     for proc in psutil.process_iter(["uids", "cmdline", "status"]):
         if proc.pid in keep:
             continue
@@ -516,7 +526,7 @@ def _leftovers() -> list[str]:
             cmd = " ".join(proc.info["cmdline"] or [])
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
-        if uid >= SLOT_UID_BASE or DAEMON_TAG in cmd or "codepeft-sbx-" in cmd:
+        if _ours(uid) or DAEMON_TAG in cmd or ("codepeft-sbx-" in cmd and proc.pid in below):
             found.append(f"{proc.pid} uid={uid} {cmd}")
     return found
 
@@ -575,3 +585,25 @@ def test_hostile_program_is_contained(attack, level, host, monkeypatch):
 
 def test_the_suite_is_big_enough():
     assert len(ATTACKS) >= 20 and len({a.name for a in ATTACKS}) == len(ATTACKS)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="starting processes under other user ids needs root")
+def test_leftover_check_reports_our_sandbox_users_and_leaves_others_alone():
+    """A process under one of this process's sandbox user ids is a leftover; one under another
+    codepeft process's ids (a study running beside the tests) is neither reported nor killed."""
+    from codepeft.execution.sandbox import run_uid
+
+    other = SLOT_UID_BASE + ((os.getpid() + 1) % 16384) * 4096 + 7
+    procs = {
+        who: subprocess.Popen(["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "sleep", "30"])
+        for who, uid in (("ours", run_uid()), ("other", other))
+    }
+    try:
+        time.sleep(0.3)
+        reported = {int(line.split()[0]) for line in _leftovers()}
+        assert procs["ours"].pid in reported
+        assert procs["other"].pid not in reported
+    finally:
+        for p in procs.values():
+            p.kill()
+            p.wait()
