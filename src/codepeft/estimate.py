@@ -25,6 +25,7 @@ al. 2022) miss what differs between implementations.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import asdict, dataclass
 
 import torch
@@ -129,10 +130,10 @@ def traced_activations(model, batch: int, seq_len: int, fused_attention: bool) -
     Tracing the real forward pass follows each architecture and method exactly (norms kept in
     fp32, dropout masks, virtual tokens, adapters' inputs, eager attention's scores), which a
     per-layer formula cannot. SDPA is traced as the fused kernel the real device would run."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    before = base.config._attn_implementation
-    if fused_attention and before == "sdpa":
-        base.set_attn_implementation(FUSED)
+    from codepeft.models.loading import attention_implementation, base_model
+
+    base = base_model(model)
+    swap = fused_attention and base.config._attn_implementation == "sdpa"
     params = {p.untyped_storage()._cdata for p in model.parameters()}
     kept: dict[int, int] = {}
 
@@ -149,11 +150,13 @@ def traced_activations(model, batch: int, seq_len: int, fused_attention: bool) -
     was_training = model.training
     model.train()
     try:
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        with (
+            attention_implementation(model, FUSED) if swap else contextlib.nullcontext(),
+            torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t),
+        ):
             out = model(**inputs)  # (with its default cache: masks need no data-dependent checks)
     finally:
         model.train(was_training)
-        base.set_attn_implementation(before)
     return float(sum(kept.values())), int(out.logits.numel())
 
 

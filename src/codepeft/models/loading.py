@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import warnings
@@ -123,3 +124,21 @@ def load_model(spec: ModelSpec):
         logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
         warnings.filterwarnings("ignore", message=".*MatMul8bitLt.*")
     return model, load_tokenizer(name, spec)
+
+
+def base_model(model):
+    """The transformers model under a peft wrapper (the model itself when unwrapped)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+@contextlib.contextmanager
+def attention_implementation(model, name: str):
+    """Run the block with the model's attention set to `name` (registered with transformers'
+    AttentionInterface); the model's own implementation is restored afterwards."""
+    base = base_model(model)
+    before = base.config._attn_implementation
+    base.set_attn_implementation(name)
+    try:
+        yield
+    finally:
+        base.set_attn_implementation(before)

@@ -12,6 +12,7 @@ from transformers import Trainer
 from transformers.trainer_utils import get_last_checkpoint
 
 from codepeft.errors import NonFiniteLossError
+from codepeft.models.loading import base_model
 
 
 class CodepeftTrainer(Trainer):
@@ -89,7 +90,7 @@ def count_targets(inputs: dict, model) -> int:
 def supports_logits_at_targets(model) -> bool:
     """Decoder-only models whose forward slices logits by `logits_to_keep` and whose loss is
     transformers' causal-LM loss (which reads `shift_labels`)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = base_model(model)
     if getattr(base.config, "is_encoder_decoder", False):
         return False
     params = inspect.signature(base.forward).parameters

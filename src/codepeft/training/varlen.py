@@ -17,13 +17,12 @@ here (the same operations) with the masks of `codepeft.training.dropout`.
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
 
+from codepeft.models.loading import attention_implementation, base_model
 from codepeft.training import dropout as fast
 
 NAME = "codepeft_varlen"
@@ -69,18 +68,11 @@ AttentionMaskInterface.register(NAME, ALL_MASK_ATTENTION_FUNCTIONS["sdpa"])
 
 def supports_varlen(model) -> bool:
     """Models that dispatch attention through transformers' interface and support SDPA."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = base_model(model)
     return bool(getattr(base, "_supports_sdpa", False)) and base._can_set_attn_implementation()
 
 
-@contextlib.contextmanager
 def varlen_attention_enabled(model):
     """Per-example attention while training; the model's own attention afterwards (saving and
     generation see the model as it was)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    before = base.config._attn_implementation
-    base.set_attn_implementation(NAME)
-    try:
-        yield
-    finally:
-        base.set_attn_implementation(before)
+    return attention_implementation(model, NAME)
