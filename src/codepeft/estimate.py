@@ -201,11 +201,12 @@ def estimate(
     trainable = int(counts["trainable_params"])
     frozen = base_total if m.family != "full" else 0
     width = BYTES[dtype]
+    d = _dims(config)
 
     if quant == "4bit":
         weights = linear * (4 + 0.127) / 8 + (frozen - linear) * width
     elif quant == "8bit":
-        weights = linear * 1.0 + (frozen - linear) * width + 4 * linear / _dims(config)["hidden"]
+        weights = linear * 1.0 + (frozen - linear) * width + 4 * linear / d["hidden"]
     else:
         weights = frozen * width
     per_param = 4 + (8 if optimizer.startswith("adam") else 2)  # fp32 weight and optimizer state
@@ -213,10 +214,9 @@ def estimate(
 
     # Activations: what autograd keeps for the backward pass, traced from one forward pass of
     # the tuned model on the meta device (shapes only, no memory), batch x seq_len tokens.
-    fused = attention == "sdpa" and (device == "cuda" or not _dims(config)["attention_dropout"])
+    fused = attention == "sdpa" and (device == "cuda" or not d["attention_dropout"])
     saved, logit_values = traced_activations(tuned, batch, seq_len, fused)
     if gradient_checkpointing:  # each layer keeps its input; one layer is recomputed at a time
-        d = _dims(config)
         activations = d["layers"] * batch * seq_len * d["hidden"] * width + saved / d["layers"]
     else:
         activations = saved
