@@ -43,6 +43,10 @@ def _met(ok: bool) -> str:
     return "yes" if ok else "**no**"
 
 
+def _section(title: str, about: str, headers: list[str], rows: list[list]) -> list[str]:
+    return [f"## {title}", "", about, "", markdown_table(headers, rows), ""]
+
+
 def report(results: dict) -> str:
     m = machine()
     lines = [
@@ -132,70 +136,33 @@ def report(results: dict) -> str:
             "",
         ]
     if est:
-        lines += [
-            "## `codepeft estimate` vs measured peak (tiny models of the real architectures)",
-            "",
+        lines += _section(
+            "`codepeft estimate` vs measured peak (tiny models of the real architectures)",
             "`benchmarks/estimate_memory.py`: width 256, 4 layers, vocabulary 4,096; fp32; batch 8 x 256 tokens;"
             " three AdamW steps; peak RSS above the RSS before the model was built.",
-            "",
-            markdown_table(
-                ["arch", "method", "measured MB", "estimated MB", "error %"],
-                [[r["arch"], r["method"], r["measured_mb"], r["estimated_mb"], f"{r['error_%']:+}"] for r in est],
-            ),  # fmt: skip
-            "",
-        ]
-    mem = results.get("memory")
-    if mem:
-        lines += [
-            "## Peak memory of full fine-tuning, LoRA and QLoRA on one model",
-            "",
+            ["arch", "method", "measured MB", "estimated MB", "error %"],
+            [[r["arch"], r["method"], r["measured_mb"], r["estimated_mb"], f"{r['error_%']:+}"] for r in est],
+        )
+    if mem := results.get("memory"):
+        lines += _section(
+            "Peak memory of full fine-tuning, LoRA and QLoRA on one model",
             "`benchmarks/memory_methods.py`: a Llama-architecture model (width 1024, 8 layers), batch 4 x 256,"
             " fp32 compute, three AdamW steps, CPU RSS.",
-            "",
-            markdown_table(
-                ["method", "params (M)", "trainable (M)", "measured MB", "x full", "estimated MB", "error %"],
-                [
-                    [
-                        r["method"],
-                        r["params_m"],
-                        r["trainable_m"],
-                        r["measured_mb"],
-                        r["vs_full"],
-                        r["estimated_mb"],
-                        f"{r['error_%']:+}",
-                    ]
-                    for r in mem
-                ],
-            ),  # fmt: skip
-            "",
-        ]
-    cost = results.get("cost")
-    if cost:
-        lines += [
-            "## Cost of each method on the offline default model",
-            "",
+            ["method", "params (M)", "trainable (M)", "measured MB", "x full", "estimated MB", "error %"],
+            [[r["method"], r["params_m"], r["trainable_m"], r["measured_mb"], r["vs_full"], r["estimated_mb"],
+              f"{r['error_%']:+}"] for r in mem],
+        )  # fmt: skip
+    if cost := results.get("cost"):
+        lines += _section(
+            "Cost of each method on the offline default model",
             "`benchmarks/method_cost.py --steps 20`: every studied method trains 20 steps of the quickstart config in"
             " its own `codepeft train` process; ratios to full fine-tuning from the same run. At 5 M parameters the"
             " runtime dominates peak memory, so the memory column says little about large models.",
-            "",
-            markdown_table(
-                ["method", "trainable", "% of all", "peak RSS GB", "x full", "tokens/s", "x full"],
-                [
-                    [
-                        r["method"],
-                        f"{r['trainable_params']:,}",
-                        f"{100 * r['trainable_ratio']:.2f}",
-                        f"{r['peak_memory_gb']:.2f}",
-                        f"{r['memory_vs_full']:.2f}",
-                        f"{r['tokens_per_s']:,.0f}",
-                        f"{r['speed_vs_full']:.2f}",
-                    ]
-                    for r in cost
-                    if "error" not in r
-                ],
-            ),  # fmt: skip
-            "",
-        ]
+            ["method", "trainable", "% of all", "peak RSS GB", "x full", "tokens/s", "x full"],
+            [[r["method"], f"{r['trainable_params']:,}", f"{100 * r['trainable_ratio']:.2f}",
+              f"{r['peak_memory_gb']:.2f}", f"{r['memory_vs_full']:.2f}", f"{r['tokens_per_s']:,.0f}",
+              f"{r['speed_vs_full']:.2f}"] for r in cost if "error" not in r],
+        )  # fmt: skip
     return "\n".join(lines)
 
 
