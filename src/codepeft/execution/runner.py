@@ -63,26 +63,25 @@ def execute(
     if syntax is not None:
         return ExecResult(Outcome.COMPILE_ERROR, None, 0.0, level, "SyntaxError", stderr=syntax[: limits.output_bytes])
     marker = f"__codepeft_done_{secrets.token_hex(16)}__"
-    if level == "bwrap" and lang.name == "python" and reuse_sandbox():
+    reused = level == "bwrap" and lang.name == "python" and reuse_sandbox()
+    total = 0.0
+    if reused:
         raw = _zygotes().run(source, marker, limits)
-        outcome, error = classify(raw, marker, lang, limits)
-        if raw.stderr == "ZygoteDied":
-            outcome, error = Outcome.ERROR, "HarnessKilled"
-        stdout = raw.stdout.replace(marker + "\n", "").replace(marker, "")
-        return ExecResult(outcome, raw.exit_code, raw.duration_s, level, error, stdout, raw.stderr)
-    with tempfile.TemporaryDirectory(prefix="codepeft-sbx-") as tmp:
-        workdir = Path(tmp)
-        lang.write(source, workdir, guard=level == "rlimits")
-        total = 0.0
-        compile_argv = lang.compile_argv()
-        if compile_argv:
-            raw = run_sandboxed(compile_argv, workdir, limits, level, lang.ro_binds(), writable_workdir=True)
-            total += raw.duration_s
-            if raw.timed_out or raw.exit_code != 0:
-                outcome = Outcome.TIMEOUT if raw.timed_out else Outcome.COMPILE_ERROR
-                return ExecResult(outcome, raw.exit_code, total, level, "CompileError", raw.stdout, raw.stderr)
-        raw = run_sandboxed(lang.run_argv(), workdir, limits, level, lang.ro_binds(), stdin=marker + "\n")
+    else:
+        with tempfile.TemporaryDirectory(prefix="codepeft-sbx-") as tmp:
+            workdir = Path(tmp)
+            lang.write(source, workdir, guard=level == "rlimits")
+            compile_argv = lang.compile_argv()
+            if compile_argv:
+                raw = run_sandboxed(compile_argv, workdir, limits, level, lang.ro_binds(), writable_workdir=True)
+                total += raw.duration_s
+                if raw.timed_out or raw.exit_code != 0:
+                    outcome = Outcome.TIMEOUT if raw.timed_out else Outcome.COMPILE_ERROR
+                    return ExecResult(outcome, raw.exit_code, total, level, "CompileError", raw.stdout, raw.stderr)
+            raw = run_sandboxed(lang.run_argv(), workdir, limits, level, lang.ro_binds(), stdin=marker + "\n")
     outcome, error = classify(raw, marker, lang, limits)
+    if reused and raw.stderr == "ZygoteDied":
+        outcome, error = Outcome.ERROR, "HarnessKilled"
     stdout = raw.stdout.replace(marker + "\n", "").replace(marker, "")
     return ExecResult(outcome, raw.exit_code, total + raw.duration_s, level, error, stdout, raw.stderr)
 
