@@ -20,7 +20,24 @@ def _isolated_cache(tmp_path_factory):
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["HF_DATASETS_OFFLINE"] = "1"
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # `model.dtype: auto` would pick bf16 on CPUs with AVX512_BF16 and fp32 elsewhere; the suite's
+    # numbers must not depend on the machine, so it runs fp32 everywhere. The choice itself is
+    # tested with both answers (tests/test_hardware.py).
+    os.environ["CODEPEFT_CPU_BF16"] = "0"
     warnings.filterwarnings("ignore")
+
+
+@pytest.fixture(params=["avx2", "avx512_bf16"])
+def bnb_cpu_path(request, monkeypatch):
+    """Run a 4-bit test under both of bitsandbytes' CPU paths, whatever this CPU has.
+
+    bitsandbytes' `Linear4bit` asks `has_avx512bf16()` when it is built and, where it is true,
+    takes a bf16 path of its own in eval mode; answering for it puts each test on both paths."""
+    pytest.importorskip("bitsandbytes")
+    import bitsandbytes.nn.modules as modules
+
+    monkeypatch.setattr(modules, "has_avx512bf16", lambda: request.param == "avx512_bf16")
+    return request.param
 
 
 @pytest.fixture(scope="session")

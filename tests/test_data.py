@@ -123,6 +123,7 @@ def test_collator_pads_and_counts_real_tokens(tiny_tokenizer):
     assert (batch["labels"][batch["attention_mask"] == 0] == IGNORE).all()
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("arch", ["gpt_bigcode", "llama", "qwen2", "codegen", "starcoder2", "gpt2", "gpt_neox"])
 def test_packing_never_attends_across_examples(tiny_model, tiny_tokenizer, arch):
     from transformers import AutoModelForCausalLM
@@ -181,6 +182,7 @@ def test_stdlib_instruct_splits_are_disjoint_by_module():
     compile(first["instruction"] + first["output"], "<stdlib-instruct>", "exec")  # pairs re-form valid code
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("arch", ["gpt_bigcode", "llama", "qwen2", "codegen"])
 def test_padding_free_batch_gives_the_padded_batch_loss(tiny_model, tiny_tokenizer, arch):
     """The default batches lay examples end to end: same loss and gradients as padding them."""
@@ -213,6 +215,7 @@ def test_padding_free_batch_gives_the_padded_batch_loss(tiny_model, tiny_tokeniz
     torch.testing.assert_close(grads[0], grads[1], atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("arch", ["gpt_bigcode", "llama", "qwen2", "codegen"])
 def test_logits_only_at_targets_give_the_same_loss_and_gradients(tiny_model, tiny_tokenizer, arch):
     """Training computes logits only where a label is predicted (through peft too): the loss and

@@ -29,6 +29,7 @@ def test_counts_equal_a_real_model(tiny_model, arch, method):
     assert (est.trainable_params, est.total_params) == (real["trainable_params"], real["total_params"])
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("arch", ["gpt_bigcode", "llama", "qwen2", "codegen", "t5"])
 @pytest.mark.parametrize("method", ["full", "lora", "ptuning", "adapter_houlsby"])
 def test_traced_activations_are_what_a_real_forward_pass_keeps(tiny_model, arch, method):

@@ -21,6 +21,7 @@ def _load(tiny_model, arch):
     return auto.from_pretrained(path), AutoTokenizer.from_pretrained(path)
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("arch", ["gpt_bigcode", "llama", "t5"])
 def test_batched_greedy_equals_one_by_one(tiny_model, arch):
     model, tok = _load(tiny_model, arch)

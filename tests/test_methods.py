@@ -159,6 +159,7 @@ def _run(tmp_path, tiny_model, train_file, arch: str, name: str, extra=()):
 CASES = [(a, m) for a in CORE_ARCHS for m in NAMED + GENERIC]
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize(("arch", "name"), CASES, ids=[f"{a}-{m}" for a, m in CASES])
 def test_method_on_architecture(tmp_path, tiny_model, tiny_tokenizer, train_file, arch, name):
     from conftest import TRAIN_ROWS

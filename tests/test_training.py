@@ -205,7 +205,8 @@ def test_encoder_decoder_trains(tmp_path, tiny_model, train_file):
     assert result.cost["train_tokens"] > 0 and result.final_eval_loss is not None
 
 
-def test_qlora_trains_on_cpu_4bit_and_8bit(tmp_path, tiny_model, train_file):
+@pytest.mark.numerics
+def test_qlora_trains_on_cpu_4bit_and_8bit(tmp_path, tiny_model, train_file, bnb_cpu_path):
     pytest.importorskip("bitsandbytes")
     for bits in (4, 8):
         result = train(
@@ -339,7 +340,8 @@ def test_tensorboard_logging(tmp_path, tiny_model, train_file):
 
 
 @pytest.mark.parametrize("arch", ["gpt_bigcode", "llama", "qwen2", "codegen", "t5"])
-def test_qlora_on_every_architecture(tmp_path, tiny_model, train_file, arch):
+@pytest.mark.numerics
+def test_qlora_on_every_architecture(tmp_path, tiny_model, train_file, arch, bnb_cpu_path):
     pytest.importorskip("bitsandbytes")
     result = train(_cfg(tiny_model, train_file, arch, "method.name=qlora", "train.max_steps=8"), tmp_path / arch)
     rows = [r["loss"] for r in _rows(result.run_dir) if "loss" in r]

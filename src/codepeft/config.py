@@ -24,7 +24,9 @@ class ModelSpec(_Strict):
     """Which model to load and how."""
 
     name_or_path: str = "default"  # "default" = the offline StarCoder-architecture model (codepeft bootstrap)
-    dtype: Literal["auto", "fp32", "bf16", "fp16"] = "fp32"
+    # auto: bf16 where the device runs it fast (a GPU with bf16, a CPU with AVX512_BF16 or AMX),
+    # fp32 elsewhere (codepeft.models.hardware); run.json records the choice and why.
+    dtype: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     quantization: Literal["none", "4bit", "8bit"] = "none"
     trust_remote_code: bool = False
@@ -96,7 +98,9 @@ class TrainSpec(_Strict):
     # (exploding gradients); null turns the check off. NaN / inf always stops.
     explode_factor: float | None = Field(default=1000.0, gt=1)
     optimizer: str = "adamw_torch"
-    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    # auto: bf16 autocast when the model's dtype resolves to bf16 (trainable weights then stay
+    # fp32, so small updates are not rounded away), none otherwise.
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
     gradient_checkpointing: bool = False
     # Draw CPU dropout masks 64 bits at a time (codepeft.training.dropout) instead of torch's
     # one-call-per-element generator; false gives torch's own dropout. No effect on GPUs.

@@ -5,8 +5,13 @@ Isolation levels (the result names the one that ran):
   namespaces; the root file system is read-only and holds only /usr (and the interpreter), the
   program sees one private, empty, writable directory; no network at all.
 - ``rlimits``: the fallback where bubblewrap is missing or unusable: resource limits, a private
-  working directory, a separate user id when we are root, and a guard that removes dangerous
-  functions. This is not a security boundary against a determined program; the results say so.
+  working directory, a separate user id when we are root, a guard that removes dangerous
+  functions, and the kernel confinement an ordinary user can take (`codepeft.execution.confine`:
+  no_new_privs, Landlock file / TCP / signal rules, a seccomp filter on sockets and ptrace) where
+  the kernel offers it. docs/tasks.md says what each level stops and what stays open.
+
+At every level the codepeft process that launches programs is not dumpable, so a program running
+as the same user cannot read its environment (tokens, keys), memory or maps through /proc.
 
 Limits are set with util-linux `prlimit` on the command line (not in a pre-exec hook, which is
 unsafe in a threaded pool). When running as root each run gets a user id of its own (via
@@ -16,8 +21,10 @@ unsafe in a threaded pool). When running as root each run gets a user id of its 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import functools
 import itertools
+import json
 import os
 import shutil
 import signal
@@ -30,6 +37,7 @@ from pathlib import Path
 
 import psutil
 
+from codepeft.execution import confine
 from codepeft.execution.limits import Limits
 
 SLOT_UID_BASE = 100_000
@@ -163,6 +171,61 @@ def detect_isolation(requested: str = "auto") -> str:
     return "rlimits"
 
 
+@functools.cache
+def hide_from_programs() -> None:
+    """Make this process non-dumpable: /proc/<pid>/environ, mem and maps then need ptrace rights
+    that a program of the same user lacks, so the secrets in codepeft's environment (HF_TOKEN,
+    WANDB_API_KEY, cloud credentials) stay out of reach. Called before any program is launched;
+    a process started by exec (a study worker) calls it again, as the flag does not survive exec."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0
+
+
+# What a confined program may read besides its interpreter and language toolchain: the system's
+# libraries and the few device and kernel files runtimes consult. Not $HOME, /tmp or other /proc entries.
+SYSTEM_READ = [
+    "/usr",
+    "/lib",
+    "/lib64",
+    "/lib32",
+    "/bin",
+    "/sbin",
+    "/etc/ld.so.cache",
+    "/dev/urandom",
+    "/dev/random",
+    "/dev/zero",
+    "/proc/cpuinfo",
+    "/proc/meminfo",
+    "/sys/devices/system/cpu",
+    "/sys/fs/cgroup",
+]
+
+
+def _confine_spec(workdir: Path, ro_binds: list[str], require: list[str], probe: bool = False) -> str:
+    python_prefix = str(Path(sandbox_python()).parent.parent)
+    read = [*SYSTEM_READ, python_prefix, *ro_binds]
+    return json.dumps({"read": read, "write": [str(workdir), "/dev/null"], "require": require, "probe": probe})
+
+
+def _confine_argv(spec: str) -> list[str]:
+    return [sandbox_python(), "-I", "-S", "-c", Path(confine.__file__).read_text(), spec]
+
+
+@functools.cache
+def confinement() -> dict:
+    """What kernel confinement this machine gives the rlimits level, probed once:
+    {"landlock": bool, "seccomp": bool, "landlock_abi": int}; {} where none can be applied."""
+    if not sys.platform.startswith("linux"):
+        return {}
+    with tempfile.TemporaryDirectory() as tmp:
+        argv = _confine_argv(_confine_spec(Path(tmp), [], [], probe=True))
+        try:
+            out = subprocess.run(argv, capture_output=True, text=True, timeout=20, env={"PATH": "/usr/bin:/bin"})
+            return json.loads(out.stdout) if out.returncode == 0 else {}
+        except (OSError, subprocess.SubprocessError, ValueError):
+            return {}
+
+
 def _setpriv(uid: int) -> list[str]:
     return ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--"]
 
@@ -209,6 +272,7 @@ def run_sandboxed(
     """Run argv (paths relative to the working directory) and return what happened. `stdin`
     is fed to the program and closed (the harness passes its end marker this way, so no file
     the program can read holds it)."""
+    hide_from_programs()
     own_uid = _is_root() and shutil.which("setpriv") is not None
     uid = run_uid()
     os.chmod(workdir, 0o777)
@@ -222,6 +286,9 @@ def run_sandboxed(
         cwd = None
     else:
         cwd = workdir
+        applied = [name for name in ("landlock", "seccomp") if confinement().get(name)]
+        if applied:
+            full += _confine_argv(_confine_spec(workdir, ro_binds or [], applied))
     full += argv
     with tempfile.TemporaryDirectory() as outdir:
         out_path, err_path = Path(outdir) / "stdout", Path(outdir) / "stderr"
@@ -234,7 +301,7 @@ def run_sandboxed(
                 stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
                 cwd=cwd,
                 start_new_session=True,
-                env=env or {"PATH": "/usr/bin:/bin", "HOME": str(workdir), "LANG": "C.UTF-8"},
+                env=env or {"PATH": "/usr/bin:/bin", "HOME": str(workdir), "TMPDIR": str(workdir), "LANG": "C.UTF-8"},
             )
             if stdin is not None:
                 with contextlib.suppress(BrokenPipeError):

@@ -35,6 +35,7 @@ from codepeft.execution.sandbox import (
     _is_root,
     _kill_all_of,
     _setpriv,
+    hide_from_programs,
     run_uid,
     sandbox_python,
 )
@@ -214,6 +215,7 @@ class Zygote:
     """One sandboxed zygote process (bubblewrap level only) and the pipe to it."""
 
     def __init__(self, boot: str, disk_mb: int):
+        hide_from_programs()
         self.own_uid = _is_root() and shutil.which("setpriv") is not None
         self.uid = run_uid()
         self.disk_mb = disk_mb

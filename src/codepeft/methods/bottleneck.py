@@ -52,7 +52,10 @@ class BottleneckOptions:
 
 
 class Bottleneck(nn.Module):
-    """down-projection -> non-linearity -> up-projection, times a scaling factor."""
+    """down-projection -> non-linearity -> up-projection, times a scaling factor.
+
+    Its weights are fp32 whatever the base model's dtype (as peft keeps its adapters), so a bf16
+    or 4-bit base trains fp32 adapters; inputs are cast to them and outputs back."""
 
     def __init__(self, dim: int, opts: BottleneckOptions):
         super().__init__()
@@ -66,7 +69,8 @@ class Bottleneck(nn.Module):
             nn.init.zeros_(self.up.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.up(self.dropout(self.act(self.down(x)))) * self.scaling
+        out = self.up(self.dropout(self.act(self.down(x.to(self.down.weight.dtype))))) * self.scaling
+        return out.to(x.dtype)
 
 
 def _first_tensor(value):
@@ -80,7 +84,7 @@ def _replace_first(value, tensor):
 def _sequential_hook(module, args, kwargs, output):
     hidden = _first_tensor(output)
     adapter = getattr(module, ADAPTER_ATTR)
-    return _replace_first(output, hidden + adapter(hidden).to(hidden.dtype))
+    return _replace_first(output, hidden + adapter(hidden))
 
 
 def _parallel_hook(module, args, kwargs, output):
@@ -119,11 +123,10 @@ def add_bottleneck_adapters(model: nn.Module, method: str, opts: BottleneckOptio
     for p in model.parameters():
         p.requires_grad_(False)
     ref = next(model.parameters())
-    dtype = ref.dtype if ref.is_floating_point() else torch.float32
     for _, module in adapter_sites(model, method):
         if hasattr(module, ADAPTER_ATTR):
             raise CodepeftError("this model already has bottleneck adapters")
-        module.add_module(ADAPTER_ATTR, Bottleneck(dim, opts).to(device=ref.device, dtype=dtype))
+        module.add_module(ADAPTER_ATTR, Bottleneck(dim, opts).to(device=ref.device))
         module.register_forward_hook(_parallel_hook if parallel else _sequential_hook, with_kwargs=True)
     model.codepeft_bottleneck = {"method": method, "options": asdict(opts)}
     return model

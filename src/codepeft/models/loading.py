@@ -13,8 +13,9 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
 from codepeft.config import ModelSpec
 from codepeft.errors import CodepeftError
+from codepeft.models.hardware import resolve_dtype
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "auto": "auto"}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def resolve_device(device: str) -> str:
@@ -103,9 +104,8 @@ def load_model(spec: ModelSpec):
     name = resolve_name(spec.name_or_path)
     config = load_config(name, spec)
     device = resolve_device(spec.device)
-    dtype = DTYPES[spec.dtype]
-    compute_dtype = torch.float32 if dtype in ("auto", torch.float32) else dtype
-    quant = quantization_config(spec.quantization, compute_dtype)
+    dtype = DTYPES[resolve_dtype(spec.dtype, device)[0]]
+    quant = quantization_config(spec.quantization, dtype)
     auto = AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
     kwargs = dict(dtype=dtype, trust_remote_code=spec.trust_remote_code, revision=spec.revision)
     if quant is not None:
@@ -119,11 +119,32 @@ def load_model(spec: ModelSpec):
         raise CodepeftError(f"cannot load model weights of {name!r}: {err}") from None
     if quant is None:
         model.to(device)
+    elif spec.quantization == "4bit":
+        keep_4bit_layout(model)
     if spec.quantization == "8bit":
         # bitsandbytes warns on every int8 matmul that inputs are cast; once is enough.
         logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
         warnings.filterwarnings("ignore", message=".*MatMul8bitLt.*")
     return model, load_tokenizer(name, spec)
+
+
+def keep_4bit_layout(model) -> int:
+    """Keep every bitsandbytes 4-bit layer on its one, exact path; returns how many layers.
+
+    On CPUs with AVX512_BF16, bitsandbytes' `Linear4bit.forward` rewrites a layer's weight
+    into a CPU-specific layout the first time it runs in eval mode without gradients: the
+    quantisation scales (`absmax`) are rounded to bf16, the state's dtype becomes bf16, and the
+    matmul computes in bf16 whatever the compute dtype is. Saving converts back by quantising
+    the rounded scales again. So a QLoRA model trained and evaluated on such a CPU was not the
+    model that reloads from its files (logits differ by ~2e-3 on tiny models), and results
+    depended on the instruction set. The flag below is the switch bitsandbytes reads
+    (`support_avx512bf16_for_cpu`); turned off, every CPU runs the dequantise-and-matmul path
+    in the configured compute dtype, as the AVX2 machines always did.
+    """
+    layers = [m for m in model.modules() if hasattr(m, "support_avx512bf16_for_cpu")]
+    for layer in layers:
+        layer.support_avx512bf16_for_cpu = False
+    return len(layers)
 
 
 def base_model(model):

@@ -19,6 +19,7 @@ from pathlib import Path
 import yaml
 
 from codepeft.errors import CodepeftError
+from codepeft.execution.sandbox import hide_from_programs
 from codepeft.study.cells import expand, run_cell
 from codepeft.study.config import StudyConfig
 from codepeft.study.store import Store
@@ -52,6 +53,7 @@ def prepare(config: StudyConfig) -> tuple[Store, list[dict]]:
 
 def run_study(config: StudyConfig, on_event: Callable[[str, dict], None] | None = None) -> dict[str, int]:
     """Run every cell not done yet; returns the count of cells per status afterwards."""
+    hide_from_programs()  # this process holds the user's environment too; its workers run programs
     store, cells = prepare(config)
     if any(m.name_or_path == "default" for m in config.models):
         from codepeft.models.bootstrap import ensure_default_model

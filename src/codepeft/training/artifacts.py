@@ -47,6 +47,8 @@ def load_run(run_dir: str | Path, device: str = "auto"):
         raise CodepeftError(f"run {run_dir} did not complete (status: {info.get('status')}); resume it first")
     spec = ModelSpec(**{**info["config"]["model"], "device": device})
     spec.quantization = info.get("quantization", spec.quantization)
+    if "precision" in info:  # the dtype it was trained in, not what `auto` would pick on this machine
+        spec.dtype = info["precision"]["weights"]
     if (run_dir / MODEL_DIR).is_dir():
         spec.name_or_path = str(run_dir / MODEL_DIR)
         model, tok = load_model(spec)

@@ -11,6 +11,8 @@ from pathlib import Path
 import psutil
 import torch
 
+from codepeft.models.hardware import cpu_features
+
 PACKAGES = (
     "codepeft",
     "torch",
@@ -61,6 +63,7 @@ def machine() -> dict:
         "cpu_count": os.cpu_count(),
         "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
         "cuda": torch.cuda.is_available(),
+        "cpu_features": cpu_features(),
     }
     if torch.cuda.is_available():
         info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from transformers import TrainingArguments, set_seed
 
 from codepeft.config import RunConfig
@@ -17,7 +18,8 @@ from codepeft.data import Collator, build_datasets
 from codepeft.errors import CodepeftError
 from codepeft.methods import ApplyContext, count_parameters, get_method
 from codepeft.methods.apply import check_combination
-from codepeft.models.loading import context_limit, load_config, load_model, resolve_name
+from codepeft.models.hardware import resolve_dtype
+from codepeft.models.loading import context_limit, load_config, load_model, resolve_device, resolve_name
 from codepeft.training.artifacts import last_good_checkpoint, save_weights
 from codepeft.training.callbacks import AdaLoraSchedule, CheckpointManifest, MetricsLog
 from codepeft.training.cost import PeakMemory
@@ -47,12 +49,26 @@ def _write_json(path: Path, data: dict) -> None:
     tmp.replace(path)
 
 
-def _precision(mode: str, device: str) -> dict:
-    if mode == "no":
-        return {}
+def _autocast(mode: str, dtype: str, device: str) -> str | None:
+    """The autocast dtype of training (None: none); `auto` follows the model's resolved dtype."""
+    if mode == "auto":
+        return "bf16" if dtype == "bf16" else None
     if device == "cpu" and mode == "fp16":
         raise CodepeftError("train.mixed_precision=fp16 needs a GPU; use no (fp32) or bf16 on CPU")
-    return {mode: True}
+    return None if mode == "no" else mode
+
+
+def _precision(config: RunConfig, family: str) -> dict:
+    """What dtype the weights load in and what autocast training uses, with the reason.
+
+    Under autocast the trainable weights stay fp32 (the master weights that small updates are
+    added to), as Trainer's mixed precision expects: full fine-tuning loads fp32 weights, and
+    adapters are fp32 whatever the base's dtype."""
+    device = resolve_device(config.model.device)
+    dtype, reason = resolve_dtype(config.model.dtype, device)
+    autocast = _autocast(config.train.mixed_precision, dtype, device)
+    weights = "fp32" if autocast and family == "full" else dtype
+    return {"dtype": dtype, "reason": reason, "weights": weights, "autocast": autocast or "none"}
 
 
 def train(config: RunConfig, output_dir: str | Path | None = None, resume: bool = False) -> RunResult:
@@ -72,7 +88,8 @@ def train(config: RunConfig, output_dir: str | Path | None = None, resume: bool 
     run_dir.mkdir(parents=True, exist_ok=True)
     set_seed(config.seed)
 
-    model_spec = config.model.model_copy(update={"quantization": quant})
+    precision = _precision(config, method.family)
+    model_spec = config.model.model_copy(update={"quantization": quant, "dtype": precision["weights"]})
     base_path = resolve_name(config.model.name_or_path)
     model_spec.name_or_path = base_path
     limit = context_limit(load_config(base_path, model_spec))
@@ -107,6 +124,10 @@ def train(config: RunConfig, output_dir: str | Path | None = None, resume: bool 
         quantized=quant != "none",
     )
     model = method.apply(model, options, ctx)
+    if precision["autocast"] != "none":
+        for p in model.parameters():
+            if p.requires_grad and p.dtype != torch.float32:
+                p.data = p.data.float()
     model.config.use_cache = False  # the KV cache is useless in training and defeats packed masks
     params = count_parameters(model)
 
@@ -118,6 +139,7 @@ def train(config: RunConfig, output_dir: str | Path | None = None, resume: bool 
         "learning_rate": t.learning_rate or method.learning_rate,
         "base_model": base_path,
         "quantization": quant,
+        "precision": precision,
         "seed": config.seed,
         "versions": package_versions(),
         "git_commit": git_commit(),
@@ -163,7 +185,7 @@ def train(config: RunConfig, output_dir: str | Path | None = None, resume: bool 
         dataloader_num_workers=t.num_workers,
         use_cpu=device == "cpu",
         disable_tqdm=False,
-        **_precision(t.mixed_precision, device),
+        **({precision["autocast"]: True} if precision["autocast"] != "none" else {}),
     )
     if "tensorboard" in t.report_to:  # transformers 5 reads the log directory from the environment
         os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(run_dir / "tensorboard"))
@@ -231,8 +253,9 @@ def train(config: RunConfig, output_dir: str | Path | None = None, resume: bool 
         final_eval_loss=final_eval,
     )
     _write_json(run_dir / "run.json", info)
-    trainer.model.eval()
-    return RunResult(run_dir, cost, output.training_loss, final_eval, trainer.model, tokenizer)
+    # Without accelerate's autocast wrapper, the model in memory computes as the reloaded one does.
+    tuned = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False).eval()
+    return RunResult(run_dir, cost, output.training_loss, final_eval, tuned, tokenizer)
 
 
 def _make_trainer(model, **kwargs) -> CodepeftTrainer:
