@@ -372,6 +372,7 @@ def study(
     """Run a study grid resumably (`codepeft study CONFIG`), show each cell's state
     (`codepeft study status CONFIG`) or export the store (`codepeft study export CONFIG --format csv`)."""
     from codepeft.study import load_study, open_store, run_study
+    from codepeft.study.runner import StudyInterrupted
 
     action = action_or_config if action_or_config in STUDY_ACTIONS else "run"
     path = config if action_or_config in STUDY_ACTIONS else Path(action_or_config)
@@ -393,7 +394,11 @@ def study(
             console.print("\n".join(str(f) for f in files))
             return
         console.print(f"study [bold]{cfg.name}[/] in {cfg.directory}")
-        counts = run_study(cfg, on_event=_study_event)
+        try:
+            counts = run_study(cfg, on_event=_study_event)
+        except StudyInterrupted as err:
+            Console(stderr=True).print(f"[bold yellow]stopped:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
+            raise typer.Exit(err.exit_code) from None
         console.print("cells: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
         if report:
             from codepeft.report import write_report
@@ -486,6 +491,8 @@ def estimate(
 def _study_event(event: str, cell: dict) -> None:
     colour = {"done": "green", "failed": "red", "started": "cyan", "skipped": "dim"}[event]
     line = f"[{colour}]{event:>8}[/] {escape(cell['cell_id'])}"
+    if event == "skipped" and cell.get("error"):
+        line += f": {escape(cell['error'])}"
     if event == "failed":
         line += f": {escape(cell['error'].splitlines()[-1] if cell['error'] else '')}"
     console.print(line, highlight=False)
@@ -493,9 +500,12 @@ def _study_event(event: str, cell: dict) -> None:
 
 def _print_study_status(cfg) -> None:
     from codepeft.study.cells import expand
+    from codepeft.study.lifetime import DirLock, alive
     from codepeft.study.runner import store_path
     from codepeft.study.store import Store
 
+    holder = DirLock(cfg.directory, "study").holder()
+    running_now = bool(holder) and alive(holder)
     known = {}
     if store_path(cfg.directory).is_file():
         store = Store(store_path(cfg.directory))
@@ -510,6 +520,8 @@ def _print_study_status(cfg) -> None:
         status = row.get("status", "pending")
         if row and row.get("spec") != json.dumps(cell["spec"]):
             status = "pending"  # the config changed since this cell ran: it runs again
+        elif status == "running" and not running_now:
+            status = "interrupted"  # its study process is gone (killed): the next run resumes it
         counts[status] = counts.get(status, 0) + 1
         error = (row.get("error") or "").strip().splitlines()
         table.add_row(

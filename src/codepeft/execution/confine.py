@@ -7,6 +7,8 @@ importable there) and no library offers Landlock and seccomp to an unprivileged 
 native code of its own; libseccomp's bindings are not on every machine.
 
 - `no_new_privs`: no set-uid program can give the program more rights.
+- the parent-death signal: the program is killed when the codepeft process that launched it dies
+  (set here, after `setpriv`, because a change of user id clears it).
 - Landlock (Linux 5.13+): the program reads and executes only the paths in SPEC["read"], writes
   only under SPEC["write"]; with ABI 4+ it can neither bind nor connect TCP, with ABI 6+ it cannot
   signal processes outside its sandbox nor reach abstract Unix sockets. /proc is not readable
@@ -28,6 +30,7 @@ import struct
 import sys
 
 PR_SET_NO_NEW_PRIVS = 38
+PR_SET_PDEATHSIG = 1
 PR_SET_SECCOMP = 22
 SECCOMP_MODE_FILTER = 2
 EXIT_CONFINE_FAILED = 125
@@ -129,6 +132,9 @@ def main(argv):
     libc = _libc()
     if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         _fail("no_new_privs")
+    libc.prctl(PR_SET_PDEATHSIG, 9, 0, 0, 0)  # SIGKILL when the launching codepeft process dies
+    if spec.get("parent") and os.getppid() != spec["parent"]:
+        sys.exit(EXIT_CONFINE_FAILED)  # it died before the request: do not run orphaned
     read = [*spec["read"], f"/proc/{os.getpid()}"]  # its own /proc entry (it keeps the pid across exec)
     applied = {"landlock": landlock(libc, read, spec["write"]), "seccomp": seccomp(libc)}
     for name in spec.get("require", []):

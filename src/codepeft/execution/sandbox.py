@@ -204,7 +204,8 @@ SYSTEM_READ = [
 def _confine_spec(workdir: Path, ro_binds: list[str], require: list[str], probe: bool = False) -> str:
     python_prefix = str(Path(sandbox_python()).parent.parent)
     read = [*SYSTEM_READ, python_prefix, *ro_binds]
-    return json.dumps({"read": read, "write": [str(workdir), "/dev/null"], "require": require, "probe": probe})
+    spec = {"read": read, "write": [str(workdir), "/dev/null"], "require": require, "probe": probe}
+    return json.dumps({**spec, "parent": os.getpid()})
 
 
 def _confine_argv(spec: str) -> list[str]:

@@ -90,13 +90,25 @@ def _spec(config, model, method, dataset, seed, trains, cell_dir: Path) -> dict:
     return spec
 
 
-def run_cell(spec: dict, log: bool = False) -> dict:
-    """Train and evaluate one cell; never raises: an error comes back as {"error": ...}.
-    With log=True (a worker process) its output goes to CELL_DIR/log.txt."""
-    if log:
-        _log_to(Path(spec["cell_dir"]) / "log.txt")
+# How long a cell waits for its directory when another process still writes in it (a worker of a
+# killed study ends within a second; a second study on the same directory is refused earlier).
+CELL_LOCK_WAIT_S = 30.0
+
+
+def run_cell(spec: dict, log: bool = False, study: dict | None = None) -> dict:
+    """Train and evaluate one cell; never raises: an error comes back as {"error": ...}, a cell
+    whose directory another process holds as {"busy": ...}. With log=True (a worker process) its
+    output goes to CELL_DIR/log.txt; with `study` (a Ray task) it ends when that process is gone."""
+    from codepeft.study.lifetime import Busy, DirLock, watch_owner
+
+    watch_owner(study)
     try:
-        return _run(spec)
+        with DirLock(spec["cell_dir"], "cell", wait_s=CELL_LOCK_WAIT_S):
+            if log:
+                _log_to(Path(spec["cell_dir"]) / "log.txt")
+            return _run(spec)
+    except Busy as err:
+        return {"busy": f"{err}; the cell is left for a later run"}
     except BaseException as err:  # noqa: BLE001 - a failing cell is recorded, the study goes on
         if isinstance(err, KeyboardInterrupt):
             raise
@@ -252,7 +264,7 @@ def _run_facts(run_dir: Path) -> tuple[dict, dict, list[dict]]:
         "steps": cost.get("steps"),
         "resumed_from": cost.get("resumed_from"),
     }
-    curves = []
+    curves: dict[tuple[str, int], float] = {}  # (split, step) -> loss; the last line of a step wins
     metrics = run_dir / "metrics.jsonl"
     for line in metrics.read_text().splitlines() if metrics.is_file() else []:
         try:
@@ -261,8 +273,8 @@ def _run_facts(run_dir: Path) -> tuple[dict, dict, list[dict]]:
             continue  # a line cut short by a kill; the resumed run logged that step again
         for key, value in row.items():
             if key == "loss":
-                curves.append({"split": "train", "step": row["step"], "loss": value})
+                curves["train", row["step"]] = value
             elif key.startswith("eval_") and key.endswith("_loss"):
-                split = key[len("eval_") : -len("_loss")] or "eval"
-                curves.append({"split": split, "step": row["step"], "loss": value})
-    return run, cost, curves
+                curves[key[len("eval_") : -len("_loss")] or "eval", row["step"]] = value
+    ordered = [{"split": s, "step": step, "loss": loss} for (s, step), loss in sorted(curves.items())]
+    return run, cost, ordered

@@ -6,22 +6,34 @@ Backends: `local` runs each cell in a fresh worker process (so one cell's memory
 in the next cell's peak, and a crash in a cell cannot take the study down), `workers` at a time;
 `ray` sends cells to a Ray cluster (or a local instance) as tasks with CPU/GPU requests. Either
 way, only this process writes the store.
+
+Lifetime (codepeft.study.lifetime): one study process per study directory (a lock); workers end
+with the study process however it dies; SIGTERM / SIGINT stop the workers, mark the running
+cells interrupted (the next run resumes them) and end with `StudyInterrupted`; a second signal
+ends at once. A cell's directory has one writer at a time, and a result that cannot be recorded
+fails that cell only.
 """
 
 from __future__ import annotations
 
-import multiprocessing
+import contextlib
+import json
 import os
+import signal
+import subprocess
+import threading
+import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 
 import yaml
 
 from codepeft.errors import CodepeftError
 from codepeft.execution.sandbox import hide_from_programs
+from codepeft.study import worker
 from codepeft.study.cells import expand, run_cell
 from codepeft.study.config import StudyConfig
+from codepeft.study.lifetime import Busy, DirLock, owner, stop_descendants
 from codepeft.study.store import Store
 
 STORE_NAME = "results.sqlite"
@@ -51,9 +63,62 @@ def prepare(config: StudyConfig) -> tuple[Store, list[dict]]:
     return store, cells
 
 
+class StudyInterrupted(CodepeftError):
+    """SIGTERM or SIGINT stopped the study; its running cells are marked interrupted."""
+
+    def __init__(self, signum: int, cells: int = 0):
+        self.signum, self.exit_code = signum, 128 + signum
+        name = signal.Signals(signum).name
+        super().__init__(
+            f"study stopped by {name}: workers stopped, {cells} running cell(s) marked interrupted; "
+            "run the same command again to resume"
+        )
+
+
 def run_study(config: StudyConfig, on_event: Callable[[str, dict], None] | None = None) -> dict[str, int]:
     """Run every cell not done yet; returns the count of cells per status afterwards."""
     hide_from_programs()  # this process holds the user's environment too; its workers run programs
+    config.directory.mkdir(parents=True, exist_ok=True)
+    try:
+        lock = DirLock(config.directory, "study")
+        lock.__enter__()
+    except Busy as err:
+        raise CodepeftError(f"study {config.name!r} is already running: {err}") from None
+    try:
+        with _stop_on_signals():
+            return _run_locked(config, on_event)
+    finally:
+        lock.__exit__()
+
+
+@contextlib.contextmanager
+def _stop_on_signals():
+    """SIGTERM / SIGINT: stop the workers and raise StudyInterrupted in the main thread (a second
+    signal ends the process at once). Installed even where SIGINT was ignored (a study started in
+    the background by a shell), so `kill -INT` always stops a study."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def at_once(signum, frame):
+        stop_descendants(grace_s=0.5)
+        os._exit(128 + signum)
+
+    def first(signum, frame):
+        for s in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(s, at_once)
+        stop_descendants()
+        raise StudyInterrupted(signum)
+
+    before = {s: signal.signal(s, first) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
+
+
+def _run_locked(config: StudyConfig, on_event) -> dict[str, int]:
     store, cells = prepare(config)
     if any(m.name_or_path == "default" for m in config.models):
         from codepeft.models.bootstrap import ensure_default_model
@@ -66,15 +131,21 @@ def run_study(config: StudyConfig, on_event: Callable[[str, dict], None] | None 
             notify("skipped", cell)
     try:
         backend = _BACKENDS[config.backend.kind]
-        for cell, result in backend(
-            config, due, lambda c: (store.mark_running(c["cell_id"], c["spec"]["cell_dir"]), notify("started", c))
-        ):
-            if "error" in result:
-                store.mark_failed(cell["cell_id"], result["error"])
-                notify("failed", {**cell, "error": result["error"]})
-            else:
-                store.record(cell["cell_id"], result)
-                notify("done", cell)
+        started: set[str] = set()
+
+        def start(c):
+            store.mark_running(c["cell_id"], c["spec"]["cell_dir"])
+            started.add(c["cell_id"])
+            notify("started", c)
+
+        try:
+            for cell, result in backend(config, due, start):
+                started.discard(cell["cell_id"])
+                _finish(store, cell, result, notify)
+        except StudyInterrupted as err:
+            for cell_id in started:
+                store.mark_interrupted(cell_id)
+            raise StudyInterrupted(err.signum, len(started)) from None
         counts: dict[str, int] = {}
         for c in store.cells():
             if c["cell_id"] in {x["cell_id"] for x in cells}:
@@ -84,41 +155,59 @@ def run_study(config: StudyConfig, on_event: Callable[[str, dict], None] | None 
         store.close()
 
 
+def _finish(store: Store, cell: dict, result: dict, notify) -> None:
+    """Record one cell's outcome; a result that cannot be recorded fails that cell, not the study."""
+    if "busy" in result:
+        store.mark_interrupted(cell["cell_id"])
+        notify("skipped", {**cell, "error": result["busy"]})
+        return
+    if "error" not in result:
+        try:
+            store.record(cell["cell_id"], result)
+            notify("done", cell)
+            return
+        except Exception as err:  # noqa: BLE001 - any damage in a result: this cell fails, the rest go on
+            result = {"error": f"recording the result failed: {type(err).__name__}: {err}"}
+    store.mark_failed(cell["cell_id"], result["error"])
+    notify("failed", {**cell, "error": result["error"]})
+
+
 def _threads_per_worker(workers: int) -> int:
     return max(1, (os.cpu_count() or 1) // workers)
 
 
-def _init_worker(threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
-
-
 def _local(config: StudyConfig, cells: list[dict], start) -> Iterator[tuple[dict, dict]]:
+    """Each cell in a fresh worker process (codepeft.study.worker), `workers` at a time."""
     workers = config.backend.workers
-    context = multiprocessing.get_context("spawn")  # a clean interpreter: no inherited threads or CUDA state
-    with ProcessPoolExecutor(
-        max_workers=workers,
-        mp_context=context,
-        max_tasks_per_child=1,
-        initializer=_init_worker,
-        initargs=(_threads_per_worker(workers),),
-    ) as pool:
-        queue = list(cells)
-        running = {}
+    threads = _threads_per_worker(workers)
+    queue = list(cells)
+    running: dict[subprocess.Popen, tuple[dict, Path]] = {}
+    try:
         while queue or running:
             while queue and len(running) < workers:
                 cell = queue.pop(0)
                 start(cell)
-                running[pool.submit(run_cell, cell["spec"], True)] = cell
-            finished, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in finished:
-                cell = running.pop(future)
-                try:
-                    result = future.result()
-                except Exception as err:  # the worker process died (killed, out of memory)
-                    result = {"error": f"worker process failed: {type(err).__name__}: {err}"}
-                yield cell, result
+                result_path = Path(cell["spec"]["cell_dir"]) / ".result.json"
+                result_path.parent.mkdir(parents=True, exist_ok=True)
+                result_path.unlink(missing_ok=True)
+                proc = subprocess.Popen(
+                    worker.command(os.getpid(), result_path, threads),
+                    stdin=subprocess.PIPE,
+                    text=True,
+                )
+                proc.stdin.write(json.dumps(cell["spec"]))
+                proc.stdin.close()
+                running[proc] = (cell, result_path)
+            finished = [p for p in running if p.poll() is not None]
+            if not finished:
+                time.sleep(0.1)
+            for proc in finished:
+                cell, result_path = running.pop(proc)
+                yield cell, worker.read_result(result_path, proc.returncode)
+    finally:
+        for proc in running:  # the study is stopping (a signal, an error): its workers go with it
+            proc.kill()
+            proc.wait()
 
 
 def _ray(config: StudyConfig, cells: list[dict], start) -> Iterator[tuple[dict, dict]]:
@@ -135,7 +224,7 @@ def _ray(config: StudyConfig, cells: list[dict], start) -> Iterator[tuple[dict, 
         pending = {}
         for cell in cells:
             start(cell)
-            pending[remote.remote(cell["spec"], True)] = cell
+            pending[remote.remote(cell["spec"], True, owner())] = cell
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
             cell = pending.pop(done[0])

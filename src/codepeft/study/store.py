@@ -1,7 +1,7 @@
 """The results store: one SQLite file per study (WAL mode, one transaction per recorded cell).
 
 Schema (documented in docs/study.md):
-  cells   one row per grid cell: its coordinates, status (pending | running | done | failed),
+  cells   one row per grid cell: its coordinates, status (pending | running | interrupted | done | failed),
           error, attempts, run directory, times and the cell's resolved spec (JSON)
   runs    the training run of a cell: final train / eval loss, steps, checkpoint it resumed from
   metrics one row per (cell, task, metric): value, n, k, 95% CI, spread over seeds, detail (JSON)
@@ -113,6 +113,14 @@ class Store:
                 (_now(), run_dir, cell_id),
             )
 
+    def mark_interrupted(self, cell_id: str) -> None:
+        """A cell stopped before it finished (a signal, or its directory was busy): due again."""
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE cells SET status='interrupted', finished_at=? WHERE cell_id=? AND status='running'",
+                (_now(), cell_id),
+            )
+
     def mark_failed(self, cell_id: str, error: str) -> None:
         with self.transaction() as db:
             db.execute(
@@ -147,8 +155,10 @@ class Store:
                      c.get("peak_memory_bytes"), c.get("peak_memory_kind"), c.get("wall_time_s"),
                      c.get("train_tokens"), c.get("tokens_per_s"), c.get("eval_time_s")),
                 )  # fmt: skip
+            # A step logged twice (by a run and its resumption, or two writers before the cell lock
+            # existed) keeps its last value: curves come in log order.
             db.executemany(
-                "INSERT INTO curves VALUES (?,?,?,?)",
+                "INSERT OR REPLACE INTO curves VALUES (?,?,?,?)",
                 [(cell_id, p["split"], p["step"], p["loss"]) for p in result.get("curves", [])],
             )
             size = result.get("model_size")
