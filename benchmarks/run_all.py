@@ -39,6 +39,25 @@ def run(name: str, out: Path) -> dict | list:
     return json.loads(out.read_text())
 
 
+def _bf16_lines(t: dict) -> list[str]:
+    """The same LoRA training in bf16 (autocast, fp32 adapters), measured only where the CPU runs
+    bf16 fast (AVX512_BF16 / AMX); its MFU is against the bf16 matmul peak of the same process."""
+    b = t.get("bf16")
+    if not b:
+        return [
+            "bf16 was not measured: this CPU has neither AVX512_BF16 nor AMX, where bf16 runs many times"
+            " slower than fp32 (`model.dtype: auto` picks fp32 here).",
+            "",
+        ]
+    return [
+        f"bf16 on this CPU ({b['precision']['reason']}): {b['tokens_per_s']:,.0f} useful tokens/s"
+        f" (fp32: {t['codepeft_tokens_per_s']:,.0f}), final loss {b['final_loss']:.3f},"
+        f" MFU {100 * b['mfu_without_attention']:.0f}% of a {b['peak_flops'] / 1e9:.0f} GFLOP/s bf16 matmul peak"
+        " (attention FLOPs not counted).",
+        "",
+    ]
+
+
 def _met(ok: bool) -> str:
     return "yes" if ok else "**no**"
 
@@ -130,6 +149,7 @@ def report(results: dict) -> str:
             f" {100 * t['matmul']['lora']['efficiency']:.0f}% / {100 * t['matmul']['full']['efficiency']:.0f}%"
             " of the measured peak on their own: the MFU each step could reach if nothing else took any time.",
             "",
+            *_bf16_lines(t),
             "Where a LoRA training step's CPU time goes (torch.profiler, self time):",
             "",
             markdown_table(["operator", "share"], [[p["op"], f"{100 * p['share']:.1f}%"] for p in t["profile"]]),

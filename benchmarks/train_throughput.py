@@ -31,7 +31,7 @@ MAX_LENGTH, BATCH, LR, SEED = 512, 8, 2e-4, 0
 WINDOW = 10
 
 
-def _config(steps: int, method: str = "lora", batches: str = "batch"):
+def _config(steps: int, method: str = "lora", batches: str = "batch", dtype: str = "fp32"):
     from codepeft import load_config
 
     packing = {"batch": "batch", "padded": "false"}[batches]
@@ -39,7 +39,7 @@ def _config(steps: int, method: str = "lora", batches: str = "batch"):
         None,
         [
             "model.name_or_path=default",
-            "model.dtype=fp32",
+            f"model.dtype={dtype}",
             f"method.name={method}",
             "data.train=stdlib-instruct",
             "data.format=plain",
@@ -131,14 +131,17 @@ def worker_recipe(steps: int) -> dict:
     }
 
 
-def worker_codepeft(steps: int, method: str = "lora", batches: str = "batch") -> dict:
-    """codepeft's training; the machine's matmul peak is measured in the same process just before
-    and after (the higher is kept: a shared machine's neighbours only ever lower it)."""
+def worker_codepeft(steps: int, method: str = "lora", batches: str = "batch", dtype: str = "fp32") -> dict:
+    """codepeft's training; the machine's matmul peak for the dtype the run computes in (bf16 under
+    autocast) is measured in the same process just before and after (the higher is kept: a shared
+    machine's neighbours only ever lower it)."""
     from codepeft import train
+    from codepeft.models.hardware import resolve_dtype
 
-    peak = matmul_peak()
+    compute = resolve_dtype(dtype, "cpu")[0]  # with mixed precision auto, bf16 weights mean bf16 matmuls
+    peak = matmul_peak(compute)
     with tempfile.TemporaryDirectory() as tmp:
-        result = train(_config(steps, method, batches), Path(tmp) / "run")
+        result = train(_config(steps, method, batches, dtype), Path(tmp) / "run")
         rows = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
         info = json.loads((result.run_dir / "run.json").read_text())
     rows = [r for r in rows if "loss" in r]
@@ -151,17 +154,19 @@ def worker_codepeft(steps: int, method: str = "lora", batches: str = "batch") ->
         "wall_time_s": result.cost["wall_time_s"],
         "batches": info["data"]["batches"],
         "attention": info["data"]["attention"],
-        "peak_flops": max(peak, matmul_peak()),
+        "peak_flops": max(peak, matmul_peak(compute)),
+        "precision": info["precision"],
     }
 
 
-def matmul_peak() -> float:
-    """This machine's fp32 matmul FLOP/s: the best of square matmuls from 512 to 2048."""
+def matmul_peak(dtype: str = "fp32") -> float:
+    """This machine's matmul FLOP/s in `dtype`: the best of square matmuls from 512 to 2048."""
     import torch
 
+    torch_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
     best = 0.0
     for n in (512, 1024, 1536, 2048):
-        a, b = torch.randn(n, n), torch.randn(n, n)
+        a, b = torch.randn(n, n, dtype=torch_dtype), torch.randn(n, n, dtype=torch_dtype)
         for _ in range(2):
             a @ b
         for _ in range(3):
@@ -333,7 +338,25 @@ def main() -> None:
     ours = in_fresh_process(me, "codepeft", str(args.steps))
     full = in_fresh_process(me, "codepeft", str(max(10, args.steps // 4)), "full")
     profile = {m: in_fresh_process(me, "profile", m) for m in ("lora", "full")}
-    finish({"machine": machine(), **summarise(recipe, ours, full, profile)}, args.out)
+    summary = summarise(recipe, ours, full, profile)
+    from codepeft.models.hardware import fast_cpu_bf16
+
+    if fast_cpu_bf16():  # where bf16 is fast too, measure it: tokens/s and MFU against the bf16 peak
+        summary["bf16"] = bf16_summary(in_fresh_process(me, "codepeft", str(args.steps), "lora", "batch", "bf16"))
+    finish({"machine": machine(), **summary}, args.out)
+
+
+def bf16_summary(run: dict) -> dict:
+    body, head, _ = model_flops_per_token("lora")
+    seconds = run["time_s"][-1]
+    achieved = (body * run["train_tokens"] + head * run["train_target_tokens"]) / seconds
+    return {
+        "precision": run["precision"],
+        "tokens_per_s": run["train_tokens"] / seconds,
+        "final_loss": run["losses"][-1],
+        "peak_flops": run["peak_flops"],
+        "mfu_without_attention": achieved / run["peak_flops"],
+    }
 
 
 if __name__ == "__main__":

@@ -6,8 +6,8 @@ import json
 
 import pytest
 import torch
+from helpers import tiny_run_config as _cfg
 
-from codepeft.config import load_config
 from codepeft.models import hardware
 from codepeft.training import train
 from codepeft.training.artifacts import load_run
@@ -137,22 +137,3 @@ def test_4bit_layers_never_take_the_bf16_repacking_path(tiny_model, monkeypatch)
     _, state = state_after_eval_forward(control)
     assert state.dtype == torch.bfloat16 and state.packing_format_for_cpu
     assert keep_4bit_layout(control) > 0
-
-
-def _cfg(tiny_model, train_file, arch, *extra):
-    return load_config(
-        None,
-        [
-            f"model.name_or_path={tiny_model(arch)}",
-            f"data.train.0.source={train_file}",
-            "data.format=plain",
-            "data.max_length=64",
-            "train.batch_size=4",
-            "train.max_steps=6",
-            "train.logging_steps=2",
-            "train.eval_steps=3",
-            "train.save_steps=3",
-            "train.learning_rate=1e-2",
-            *extra,
-        ],
-    )

@@ -6,28 +6,12 @@ import json
 
 import pytest
 import torch
+from helpers import tiny_run_config
 
 from codepeft import load_config, load_run, train
 from codepeft.errors import CodepeftError, NonFiniteLossError
 
-
-def _cfg(tiny_model, train_file, arch="gpt_bigcode", *extra):
-    return load_config(
-        None,
-        [
-            f"model.name_or_path={tiny_model(arch)}",
-            f"data.train.0.source={train_file}",
-            "data.format=plain",
-            "data.max_length=64",
-            "train.batch_size=4",
-            "train.max_steps=6",
-            "train.logging_steps=2",
-            "train.eval_steps=3",
-            "train.save_steps=3",
-            "train.learning_rate=1e-2",
-            *extra,
-        ],
-    )
+_cfg = tiny_run_config
 
 
 def _rows(run_dir):
