@@ -23,7 +23,11 @@ try:
         os.environ["CODEPEFT_SANDBOX_REUSE"] = "0" if run["level"] == "bwrap-fresh" else "1"
         level = "bwrap" if run["level"] == "bwrap-fresh" else run["level"]
         program = run["program"].replace("@HOST_PID@", str(os.getpid())).replace("@SIBLING_PID@", str(sibling.pid))
-        result = execute(program, "python", limits, isolation=level)
+        try:
+            result = execute(program, "python", limits, isolation=level)
+        except RuntimeError as err:  # e.g. bubblewrap needs user namespaces this user may not create
+            print(json.dumps({**run, "outcome": "unavailable", "isolation": None, "stdout": "", "stderr": str(err)}))
+            continue
         record = {**run, "outcome": str(result.outcome), "isolation": result.isolation}
         print(json.dumps({**record, "stdout": result.stdout, "stderr": result.stderr}), flush=True)
 finally:

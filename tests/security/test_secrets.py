@@ -303,6 +303,9 @@ def test_no_program_reads_a_secret(shared_tmp, user, confined):
     results = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
     assert len(results) == len(runs), f"the driver stopped early (exit {out.returncode}):\n{out.stderr[-3000:]}"
     problems, gaps = [], []
+    unavailable = sorted({r["level"] for r in results if r["outcome"] == "unavailable"})
+    assert "rlimits" not in unavailable, "the rlimits level must always run"
+    results = [r for r in results if r["outcome"] != "unavailable"]
     for r in results:
         seen = r["stdout"] + r["stderr"]
         leaked = [s for s in all_secrets if s in seen]
@@ -320,3 +323,5 @@ def test_no_program_reads_a_secret(shared_tmp, user, confined):
     assert not problems, "\n".join(problems)
     if gaps:
         pytest.xfail("documented gaps of this kernel: " + "; ".join(gaps))
+    if unavailable:  # codepeft refuses these levels for this user (and `auto` falls back): nothing ran
+        pytest.skip(f"as {user}, every secret stayed hidden; levels this user cannot use: {unavailable}")
