@@ -137,3 +137,17 @@ def test_4bit_layers_never_take_the_bf16_repacking_path(tiny_model, monkeypatch)
     _, state = state_after_eval_forward(control)
     assert state.dtype == torch.bfloat16 and state.packing_format_for_cpu
     assert keep_4bit_layout(control) > 0
+
+
+def test_a_resumed_run_keeps_the_dtype_it_began_with(tmp_path, tiny_model, train_file, cpu):
+    cpu("avx2", "avx512_bf16")
+    cfg = _cfg(tiny_model, train_file, "llama", "method.name=lora")
+    run_json = train(cfg, tmp_path / "r").run_dir / "run.json"
+    info = json.loads(run_json.read_text())
+    run_json.write_text(json.dumps({**info, "status": "running"}))  # as if it had been interrupted
+    cpu("avx2")  # resumed on a machine where auto would pick fp32
+    resumed = train(cfg, tmp_path / "r", resume=True)
+    assert json.loads(run_json.read_text())["precision"] == info["precision"]
+    assert info["precision"]["dtype"] == "bf16"
+    base = resumed.model.get_base_model().model.layers[0].self_attn.q_proj.base_layer
+    assert base.weight.dtype == torch.bfloat16

@@ -208,8 +208,13 @@ def _confine_spec(workdir: Path, ro_binds: list[str], require: list[str], probe:
     return json.dumps({**spec, "parent": os.getpid()})
 
 
+@functools.cache
+def _confine_source() -> str:
+    return Path(confine.__file__).read_text()
+
+
 def _confine_argv(spec: str) -> list[str]:
-    return [sandbox_python(), "-I", "-S", "-c", Path(confine.__file__).read_text(), spec]
+    return [sandbox_python(), "-I", "-S", "-c", _confine_source(), spec]
 
 
 @functools.cache

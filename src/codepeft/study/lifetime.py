@@ -50,11 +50,11 @@ def stop_descendants(grace_s: float = 3.0) -> None:
     for p in procs:
         with contextlib.suppress(psutil.Error):
             p.terminate()
-    _, alive = psutil.wait_procs(procs, timeout=grace_s)
-    for p in alive:
+    _, left = psutil.wait_procs(procs, timeout=grace_s)
+    for p in left:
         with contextlib.suppress(psutil.Error):
             p.kill()
-    psutil.wait_procs(alive, timeout=grace_s)
+    psutil.wait_procs(left, timeout=grace_s)
 
 
 def watch_owner(who: dict | None) -> None:

@@ -74,12 +74,14 @@ def _precision(config: RunConfig, family: str) -> dict:
 def train(config: RunConfig, output_dir: str | Path | None = None, resume: bool = False) -> RunResult:
     """Train one run; with resume=True continue the run in output_dir from its last checkpoint."""
     run_dir = Path(output_dir) if output_dir else default_run_dir(config)
+    recorded_precision = None
     if resume:
         if not (run_dir / "run.json").is_file():
             raise CodepeftError(f"cannot resume: {run_dir} holds no run.json")
         info = json.loads((run_dir / "run.json").read_text())
         if info.get("status") == "completed":
             raise CodepeftError(f"run {run_dir} already completed; nothing to resume")
+        recorded_precision = info.get("precision")  # continue as it began, whatever `auto` says here
     elif (run_dir / "run.json").is_file():
         raise CodepeftError(f"{run_dir} already holds a run; pass --resume to continue it or pick another directory")
     method = get_method(config.method.name)
@@ -88,7 +90,7 @@ def train(config: RunConfig, output_dir: str | Path | None = None, resume: bool 
     run_dir.mkdir(parents=True, exist_ok=True)
     set_seed(config.seed)
 
-    precision = _precision(config, method.family)
+    precision = recorded_precision or _precision(config, method.family)
     model_spec = config.model.model_copy(update={"quantization": quant, "dtype": precision["weights"]})
     base_path = resolve_name(config.model.name_or_path)
     model_spec.name_or_path = base_path
