@@ -25,13 +25,13 @@ from common import finish, in_fresh_process, machine, run_worker  # noqa: E402
 N, TEMPERATURE, TOP_P, MAX_NEW = 20, 0.2, 0.95, 128
 
 
-def _setup(problems: int, mode: str):
+def _setup(problems: int, mode: str, dtype: str = "fp32"):
     from codepeft.config import ModelSpec
     from codepeft.models.loading import load_model
     from codepeft.tasks import get_task
     from codepeft.tasks.base import render_prompt
 
-    model, tok = load_model(ModelSpec(name_or_path="default", dtype="fp32", device="cpu"))
+    model, tok = load_model(ModelSpec(name_or_path="default", dtype=dtype, device="cpu"))
     task = get_task("humaneval")
     items = task.problems()[:problems]
     stop = task.stop
@@ -45,11 +45,11 @@ def _useful_tokens(tok, completions: list[list[str]]) -> int:
     return sum(len(tok(c, add_special_tokens=False)["input_ids"]) for samples in completions for c in samples)
 
 
-def worker_codepeft(problems: int, batch: int, mode: str) -> dict:
+def worker_codepeft(problems: int, batch: int, mode: str, dtype: str = "fp32") -> dict:
     from codepeft.generation import GenerationSettings
     from codepeft.generation.backends import HFBackend
 
-    model, tok, prompts, stop = _setup(problems, mode)
+    model, tok, prompts, stop = _setup(problems, mode, dtype)
     settings = GenerationSettings(
         n=N, temperature=TEMPERATURE, top_p=TOP_P, max_new_tokens=MAX_NEW, batch_size=batch, stop=stop
     )
@@ -117,6 +117,11 @@ def main() -> None:
             "loop": loop,
             "codepeft": ours,
         }
+    from codepeft.models.hardware import fast_cpu_bf16
+
+    if fast_cpu_bf16():  # where bf16 is fast too: the same decoding in bf16 (`model.dtype: auto` there)
+        bf16 = in_fresh_process(me, "codepeft", str(args.problems), str(args.batch_size), "fixed", "bf16")
+        result["fixed"]["codepeft_bf16_tokens_per_s"] = bf16["tokens"] / bf16["time_s"]
     finish(result, args.out)
 
 
