@@ -22,23 +22,30 @@ FORCE_ENV = "CODEPEFT_CPU_BF16"
 
 
 @functools.cache
-def cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags as Linux reports them (empty where /proc/cpuinfo is absent)."""
+def _cpuinfo() -> dict[str, str]:
+    """The first CPU's fields in /proc/cpuinfo (empty where it is absent)."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return frozenset()
-    for line in text.splitlines():
-        if line.startswith(("flags", "Features")):
-            return frozenset(line.split(":", 1)[1].split())
-    return frozenset()
+        return {}
+    fields: dict[str, str] = {}
+    for line in text.split("\n\n", 1)[0].splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    return fields
+
+
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags as Linux reports them (x86 `flags`, Arm `Features`)."""
+    info = _cpuinfo()
+    return frozenset((info.get("flags") or info.get("Features") or "").split())
 
 
 def cpu_features() -> dict:
     """What run.json and `codepeft doctor` record about the CPU."""
     flags = cpu_flags()
     return {
-        "model": _cpu_model() or platform.processor() or platform.machine(),
+        "model": _cpuinfo().get("model name") or platform.processor() or platform.machine(),
         "flags": [f for f in RELEVANT_FLAGS if f in flags],
         "torch_kernels": torch.backends.cpu.get_cpu_capability(),
         "fast_bf16": fast_cpu_bf16(),
@@ -60,20 +67,10 @@ def resolve_dtype(requested: str, device: str) -> tuple[str, str]:
         if torch.cuda.is_bf16_supported():
             return "bf16", "auto: the GPU supports bf16"
         return "fp32", "auto: the GPU has no bf16 support"
+    chosen = "bf16" if fast_cpu_bf16() else "fp32"
     if os.environ.get(FORCE_ENV) in ("0", "1"):
-        chosen = "bf16" if fast_cpu_bf16() else "fp32"
         return chosen, f"auto: {FORCE_ENV}={os.environ[FORCE_ENV]} forces {chosen} on this CPU"
-    found = [f for f in FAST_BF16_FLAGS if f in cpu_flags()]
-    if found:
-        return "bf16", f"auto: the CPU has {', '.join(found)} (bf16 matmuls several times faster than fp32)"
+    if chosen == "bf16":
+        found = ", ".join(f for f in FAST_BF16_FLAGS if f in cpu_flags())
+        return "bf16", f"auto: the CPU has {found} (bf16 matmuls several times faster than fp32)"
     return "fp32", "auto: the CPU has neither avx512_bf16 nor amx_bf16 (bf16 would be many times slower)"
-
-
-def _cpu_model() -> str | None:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return None
