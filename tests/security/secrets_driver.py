@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 
+from codepeft.errors import CodepeftError
 from codepeft.execution import Limits, execute
 
 job = json.loads(sys.stdin.read())
@@ -25,7 +26,7 @@ try:
         program = run["program"].replace("@HOST_PID@", str(os.getpid())).replace("@SIBLING_PID@", str(sibling.pid))
         try:
             result = execute(program, "python", limits, isolation=level)
-        except RuntimeError as err:  # e.g. bubblewrap needs user namespaces this user may not create
+        except CodepeftError as err:  # e.g. bubblewrap needs user namespaces this user may not create
             print(json.dumps({**run, "outcome": "unavailable", "isolation": None, "stdout": "", "stderr": str(err)}))
             continue
         record = {**run, "outcome": str(result.outcome), "isolation": result.isolation}

@@ -524,10 +524,10 @@ def _leftovers() -> list[str]:
     """Processes this test's programs left: under one of our sandbox user ids, in a sandbox
     directory below this process, or the daemons the hostile programs start. Other codepeft
     processes on the machine are neither reported nor killed."""
-    from codepeft.execution.runner import _zygotes
+    from codepeft.execution.zygote import shared_zygotes
 
     found = []
-    keep = _zygotes().idle_processes()  # a sandbox kept for the next program, idle, and nothing else
+    keep = shared_zygotes().idle_processes()  # a sandbox kept for the next program, idle, and nothing else
     below = {p.pid for p in psutil.Process().children(recursive=True)}
     for proc in psutil.process_iter(["uids", "cmdline", "status"]):
         if proc.pid in keep:

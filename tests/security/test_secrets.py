@@ -30,6 +30,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+import codepeft.errors
 import codepeft.execution
 from codepeft.execution import Limits
 from codepeft.execution.sandbox import bwrap_works, confinement, sandbox_python
@@ -210,6 +211,7 @@ def _driver_tree(root: Path) -> Path:
     tree = root / "pkg"
     (tree / "codepeft").mkdir(parents=True)
     (tree / "codepeft" / "__init__.py").write_text("")
+    shutil.copy(Path(codepeft.errors.__file__), tree / "codepeft" / "errors.py")
     shutil.copytree(Path(codepeft.execution.__file__).parent, tree / "codepeft" / "execution")
     shutil.copytree(Path(psutil.__file__).parent, tree / "psutil")
     shutil.copy(Path(__file__).parent / "secrets_driver.py", tree / "secrets_driver.py")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import atexit
-import functools
 import os
 import secrets
 import signal
@@ -12,16 +10,17 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from codepeft.errors import CodepeftError
 from codepeft.execution.languages import LANGUAGES, Language
 from codepeft.execution.limits import Limits
 from codepeft.execution.outcome import ExecResult, Outcome
-from codepeft.execution.sandbox import RawRun, detect_isolation, run_sandboxed
-from codepeft.execution.zygote import ZygotePool
+from codepeft.execution.sandbox import Isolation, RawRun, detect_isolation, run_sandboxed
+from codepeft.execution.zygote import ZygoteDied, shared_zygotes
 
 
 def get_language(name: str) -> Language:
     if name not in LANGUAGES:
-        raise ValueError(f"unsupported language {name!r}; supported: {', '.join(LANGUAGES)}")
+        raise CodepeftError(f"unsupported language {name!r}; supported: {', '.join(LANGUAGES)}")
     return LANGUAGES[name]
 
 
@@ -63,10 +62,12 @@ def execute(
     if syntax is not None:
         return ExecResult(Outcome.COMPILE_ERROR, None, 0.0, level, "SyntaxError", stderr=syntax[: limits.output_bytes])
     marker = f"__codepeft_done_{secrets.token_hex(16)}__"
-    reused = level == "bwrap" and lang.name == "python" and reuse_sandbox()
     total = 0.0
-    if reused:
-        raw = _zygotes().run(source, marker, limits)
+    if level is Isolation.BWRAP and lang.name == "python" and reuse_sandbox():
+        try:
+            raw = shared_zygotes().run(source, marker, limits)
+        except ZygoteDied:  # the program killed its zygote: its run ends there
+            return ExecResult(Outcome.ERROR, None, 0.0, level, "HarnessKilled")
     else:
         with tempfile.TemporaryDirectory(prefix="codepeft-sbx-") as tmp:
             workdir = Path(tmp)
@@ -80,8 +81,6 @@ def execute(
                     return ExecResult(outcome, raw.exit_code, total, level, "CompileError", raw.stdout, raw.stderr)
             raw = run_sandboxed(lang.run_argv(), workdir, limits, level, lang.ro_binds(), stdin=marker + "\n")
     outcome, error = classify(raw, marker, lang, limits)
-    if reused and raw.stderr == "ZygoteDied":
-        outcome, error = Outcome.ERROR, "HarnessKilled"
     stdout = raw.stdout.replace(marker + "\n", "").replace(marker, "")
     return ExecResult(outcome, raw.exit_code, total + raw.duration_s, level, error, stdout, raw.stderr)
 
@@ -90,15 +89,6 @@ def reuse_sandbox() -> bool:
     """Python programs at the bubblewrap level run in forks of a long-lived sandboxed zygote
     (`codepeft.execution.zygote`); CODEPEFT_SANDBOX_REUSE=0 starts a fresh sandbox per program."""
     return os.environ.get("CODEPEFT_SANDBOX_REUSE", "1") != "0"
-
-
-@functools.cache
-def _zygotes() -> ZygotePool:
-    from codepeft.execution.languages import PYTHON_BOOT
-
-    pool = ZygotePool(PYTHON_BOOT)
-    atexit.register(pool.close)
-    return pool
 
 
 class SandboxPool:

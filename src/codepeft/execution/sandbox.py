@@ -33,10 +33,12 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 import psutil
 
+from codepeft.errors import CodepeftError
 from codepeft.execution import confine
 from codepeft.execution.limits import Limits
 
@@ -72,7 +74,7 @@ def _world_accessible(path: Path) -> bool:
     return bool(path.stat().st_mode & 0o005)
 
 
-def _is_root() -> bool:
+def is_root() -> bool:
     return os.geteuid() == 0
 
 
@@ -80,7 +82,7 @@ def _is_root() -> bool:
 def sandbox_python() -> str:
     """An interpreter every sandbox user can run: ours if reachable, else the system python3."""
     ours = Path(sys.executable).resolve()
-    if not _is_root() or _world_accessible(ours):
+    if not is_root() or _world_accessible(ours):
         return str(ours)
     for candidate in ("/usr/bin/python3", "/usr/local/bin/python3"):
         if Path(candidate).exists() and _world_accessible(Path(candidate)):
@@ -88,7 +90,7 @@ def sandbox_python() -> str:
     return str(ours)
 
 
-def _bwrap_argv(workdir: Path, ro_binds: list[str], disk_mb: int = 64, writable_workdir: bool = True) -> list[str]:
+def bwrap_argv(workdir: Path, ro_binds: list[str], disk_mb: int = 64, writable_workdir: bool = True) -> list[str]:
     """The program's files are read-only inside a size-capped tmpfs (it cannot alter the harness
     or fill the host's disk); a trusted compiler gets the host directory writable instead."""
     size = ["--size", str(disk_mb * 2**20)]
@@ -150,25 +152,44 @@ def bwrap_works() -> bool:
         return False
     with tempfile.TemporaryDirectory() as tmp:
         os.chmod(tmp, 0o777)
-        argv = _bwrap_argv(Path(tmp), []) + ["/usr/bin/env", "true"]
-        if _is_root() and shutil.which("setpriv"):
-            argv = _setpriv(run_uid()) + argv
+        argv = bwrap_argv(Path(tmp), []) + ["/usr/bin/env", "true"]
+        if is_root() and shutil.which("setpriv"):
+            argv = setpriv_argv(run_uid()) + argv
         try:
             return subprocess.run(argv, capture_output=True, timeout=20).returncode == 0
         except (OSError, subprocess.SubprocessError):
             return False
 
 
-def detect_isolation(requested: str = "auto") -> str:
-    if requested not in ("auto", "bwrap", "rlimits"):
-        raise ValueError(f"isolation must be auto, bwrap or rlimits, not {requested!r}")
-    if requested == "rlimits":
-        return "rlimits"
+class Isolation(StrEnum):
+    """How strongly a program is kept apart (docs/tasks.md); `auto` picks the strongest that works."""
+
+    AUTO = "auto"
+    BWRAP = "bwrap"
+    RLIMITS = "rlimits"
+
+
+class SandboxUnavailable(CodepeftError):
+    """The isolation level asked for cannot run on this machine."""
+
+
+def detect_isolation(requested: str = "auto") -> Isolation:
+    """The level programs will run at: the one requested, or for `auto` bubblewrap where it
+    works and rlimits elsewhere. A level that cannot run is refused, never silently weakened."""
+    try:
+        level = Isolation(requested)
+    except ValueError:
+        raise CodepeftError(f"isolation must be {', '.join(i.value for i in Isolation)}, not {requested!r}") from None
+    if level is Isolation.RLIMITS:
+        return level
     if bwrap_works():
-        return "bwrap"
-    if requested == "bwrap":
-        raise RuntimeError("bubblewrap is not installed or cannot create namespaces here (apt-get install bubblewrap)")
-    return "rlimits"
+        return Isolation.BWRAP
+    if level is Isolation.BWRAP:
+        raise SandboxUnavailable(
+            "isolation 'bwrap' asked for, but bubblewrap is not installed or cannot create namespaces here "
+            "(install it: apt-get install bubblewrap; or choose --isolation rlimits, the weaker level)"
+        )
+    return Isolation.RLIMITS
 
 
 @functools.cache
@@ -209,12 +230,14 @@ def _confine_spec(workdir: Path, ro_binds: list[str], require: list[str], probe:
 
 
 @functools.cache
-def _confine_source() -> str:
-    return Path(confine.__file__).read_text()
+def module_source(module) -> str:
+    """The source of a stdlib-only module that the sandbox's interpreter runs with `-c`
+    (it may be the system python3, which cannot import codepeft)."""
+    return Path(module.__file__).read_text()
 
 
 def _confine_argv(spec: str) -> list[str]:
-    return [sandbox_python(), "-I", "-S", "-c", _confine_source(), spec]
+    return [sandbox_python(), "-I", "-S", "-c", module_source(confine), spec]
 
 
 @functools.cache
@@ -232,7 +255,7 @@ def confinement() -> dict:
             return {}
 
 
-def _setpriv(uid: int) -> list[str]:
+def setpriv_argv(uid: int) -> list[str]:
     return ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--"]
 
 
@@ -279,16 +302,16 @@ def run_sandboxed(
     is fed to the program and closed (the harness passes its end marker this way, so no file
     the program can read holds it)."""
     hide_from_programs()
-    own_uid = _is_root() and shutil.which("setpriv") is not None
+    own_uid = is_root() and shutil.which("setpriv") is not None
     uid = run_uid()
     os.chmod(workdir, 0o777)
     full: list[str] = []
     if shutil.which("prlimit"):
         full += _prlimit(limits, own_uid)
     if own_uid:
-        full += _setpriv(uid)
+        full += setpriv_argv(uid)
     if isolation == "bwrap":
-        full += _bwrap_argv(workdir, ro_binds or [], limits.disk_mb, writable_workdir)
+        full += bwrap_argv(workdir, ro_binds or [], limits.disk_mb, writable_workdir)
         cwd = None
     else:
         cwd = workdir
@@ -321,7 +344,7 @@ def run_sandboxed(
                 _kill(proc)
             duration = time.perf_counter() - started
         if own_uid:  # anything of this run still alive escaped the process group: end it
-            _kill_all_of(uid)
+            kill_all_of(uid)
         code = proc.returncode
         sig = -code if code is not None and code < 0 else None
         if isolation == "bwrap" and code is not None and code > 128 and not timed_out:
@@ -336,7 +359,7 @@ def run_sandboxed(
         )
 
 
-def _kill_all_of(uid: int, patience_s: float = 5.0) -> None:
+def kill_all_of(uid: int, patience_s: float = 5.0) -> None:
     """Kill every live process of `uid`, again and again: one that was forking while we looked
     may have left a child we did not see yet."""
     deadline = time.monotonic() + patience_s
