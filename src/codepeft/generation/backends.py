@@ -10,6 +10,7 @@ adapters where a GPU and the `vllm` package are present.
 from __future__ import annotations
 
 import importlib.util
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
 import torch
@@ -39,8 +40,31 @@ def truncate_at_stop(text: str, stop: list[str]) -> str:
     return text[:cut]
 
 
-class HFBackend:
+class GenerationBackend(ABC):
+    """What a task may ask of a generation backend. `generate` is the one thing each must do;
+    the rest have defaults for backends that cannot answer (vLLM keeps no model in memory)."""
+
+    name: str
+    truncated_prompts: int = 0  # prompts cut on the left to fit the context window, since reset
+
+    @abstractmethod
+    def generate(self, prompts: list[str], settings: GenerationSettings, progress: bool = True) -> list[list[str]]:
+        """`settings.n` completions for every prompt, each cut at the first of `settings.stop`."""
+
+    def prompt_budget(self, max_new_tokens: int) -> int | None:
+        """Prompt tokens that fit beside `max_new_tokens` new ones (None: no known limit)."""
+        return None
+
+    def model_in_memory(self):
+        """The model itself, for tasks that score it without generating (held-out loss)."""
+        raise CodepeftError(f"the {self.name} backend keeps no model in memory; use --backend hf for loss tasks")
+
+
+class HFBackend(GenerationBackend):
     name = "hf"
+
+    def model_in_memory(self):
+        return self.model
 
     def __init__(self, model, tokenizer):
         self.model = model.eval()
@@ -170,7 +194,7 @@ class HFBackend:
         return results
 
 
-class VLLMBackend:  # pragma: no cover - needs a GPU and the optional vllm package
+class VLLMBackend(GenerationBackend):  # pragma: no cover - needs a GPU and the optional vllm package
     name = "vllm"
 
     def __init__(self, base_model: str, adapter_dir: str | None = None, dtype: str = "auto"):
@@ -211,7 +235,7 @@ def make_backend(
     base_model: str | None = None,
     adapter_dir: str | None = None,
     method_family: str | None = None,
-):
+) -> GenerationBackend:
     """`auto` picks vLLM for base models and LoRA adapters when it can run, else Hugging Face."""
     if kind not in ("auto", "hf", "vllm"):
         raise CodepeftError(f"backend must be auto, hf or vllm, not {kind!r}")

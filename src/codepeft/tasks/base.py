@@ -1,17 +1,23 @@
-"""What every task is: problems, prompts, post-processing and scoring.
+"""The task contract: problems, prompts, generation and scoring, as overridable hooks.
 
-A task is one small class registered in `codepeft.tasks.registry`. Execution tasks turn each
-completion into a program that the sandbox runs with the problem's tests; match tasks compare
-text with references; loss tasks measure held-out cross-entropy.
+A task is one class (a subclass of `Task`) and one line in `codepeft.tasks.registry`; the
+evaluation (`codepeft.evaluation`) knows nothing of any kind: it calls `Task.run` with an
+`EvalContext`. docs/extending.md walks through adding one.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, Protocol
 
 from codepeft.errors import CodepeftError
+
+if TYPE_CHECKING:
+    from codepeft.baselines import TaskPrompt
+    from codepeft.execution import SandboxPool
+    from codepeft.generation import GenerationBackend, GenerationSettings
 
 # Stop sequences of the BigCode evaluation harness for Python completion.
 PYTHON_STOP = ["\nclass", "\ndef", "\n#", "\n@", "\nprint", "\nif", "\nassert"]
@@ -57,24 +63,117 @@ def extract_code(completion: str, answer_prefix: str, entry_point: str | None = 
     return answer_prefix + code
 
 
+class TaskKind(StrEnum):
+    """What a task measures; `codepeft tasks` shows it and the report groups by it."""
+
+    EXECUTION = "execution"  # programs run against tests in the sandbox: pass@k
+    ROBUSTNESS = "robustness"  # execution on perturbed prompts: robust pass@k (ReCode)
+    MATCH = "match"  # text compared with references: exact match, BLEU, chrF, CodeBLEU
+    CLASSIFICATION = "classification"  # one YES/NO answer per question: accuracy, F1
+    SECURITY = "security"  # completions judged by a static analyser, nothing executed
+    LOSS = "loss"  # held-out cross-entropy; nothing is generated
+
+
+class Prompter(Protocol):
+    """Renders prompts for generation: as they are, or with a prompting baseline's examples."""
+
+    def __call__(self, prompts: list[Prompt]) -> list[str]: ...
+
+    def render(self, tests: list[TaskPrompt], queries: list[str]) -> list[str]: ...
+
+
+@dataclass
+class EvalContext:
+    """What `Task.run` gets from `codepeft.evaluation.evaluate` besides its problems."""
+
+    backend: GenerationBackend
+    settings: GenerationSettings  # n, temperature, max tokens...; each task sets its own stop strings
+    ks: list[int]
+    pool: SandboxPool | None  # None unless some task of the evaluation `needs_sandbox`
+    fmt: str  # the prompt format the model was trained on (render_prompt)
+    tokenizer: Any
+    prompter: Prompter
+
+
 @dataclass
 class Task:
+    """One benchmark: its problems, their prompts, how to generate for them and how to score.
+
+    The default flow is the execution task's (HumanEval and kin): `run` renders `prompt(p)` for
+    every problem, generates `settings.n` completions each, and `score` runs `program(p, code)`
+    in the sandbox, where `code` is `code_of(p, completion)`. Other kinds override one hook:
+    `score` (match, classification, security), `run` (loss: no generation; ReCode: perturbed
+    variants; explain: two generation stages) or `samples` (classification: one answer).
+    `score` is also what `codepeft score` calls on completions made elsewhere.
+    """
+
     name: str
     description: str
     metrics: tuple[str, ...]
     source: str
-    kind: str = "execution"  # execution | match | loss
+    kind: TaskKind = TaskKind.EXECUTION
     language: str = "python"
     stop: list[str] = field(default_factory=lambda: list(PYTHON_STOP))
 
+    def __post_init__(self):
+        try:
+            self.kind = TaskKind(self.kind)
+        except ValueError:
+            kinds = ", ".join(k.value for k in TaskKind)
+            raise CodepeftError(f"task {self.name!r}: kind {self.kind!r} is not one of {kinds}") from None
+
+    # --- what the evaluation asks of every task -------------------------------------------------
+    @property
+    def needs_sandbox(self) -> bool:
+        """Whether scoring runs programs (the evaluation then starts a sandbox pool)."""
+        return self.kind in (TaskKind.EXECUTION, TaskKind.ROBUSTNESS)
+
+    @property
+    def generates(self) -> bool:
+        """Whether the task samples completions (so pass@k's k must not exceed n)."""
+        return self.kind is not TaskKind.LOSS
+
+    @property
+    def takes_examples(self) -> bool:
+        """Whether a prompting baseline (ICL, RAG) may put examples in front of its prompts;
+        classification tasks keep their own shots, loss tasks have no prompt."""
+        return self.kind not in (TaskKind.LOSS, TaskKind.CLASSIFICATION)
+
+    # --- hooks ------------------------------------------------------------------------------------
     def problems(self) -> list[dict[str, Any]]:
+        """Every problem, each a dict with at least `task_id`."""
         raise NotImplementedError
 
     def prompt(self, problem: dict) -> Prompt:
+        """The instruction and the code the answer starts from (see `render_prompt`)."""
         raise NotImplementedError
 
-    def program(self, problem: dict, completion: str) -> str:
-        """The full program that runs the problem's tests on a completion."""
+    def samples(self, settings: GenerationSettings) -> int:
+        """Completions to sample per problem."""
+        return settings.n
+
+    def run(self, problems: list[dict], ctx: EvalContext) -> dict:
+        """Generate for the problems and score: {"scores": {metric: {...}}, "problems": [...]}."""
+        prompts = ctx.prompter([self.prompt(p) for p in problems])
+        settings = replace(ctx.settings, n=self.samples(ctx.settings), stop=self.stop)
+        completions = ctx.backend.generate(prompts, settings)
+        result = self.score(problems, completions, ctx.ks, ctx.pool)
+        for record, prompt in zip(result["problems"], prompts, strict=True):
+            record["prompt"] = prompt
+        return result
+
+    def score(self, problems: list[dict], completions: list[list[str]], ks: list[int], pool) -> dict:
+        """Score completions[i] (samples of problems[i]); by default pass@k in the sandbox."""
+        from codepeft.tasks.scoring import score_execution
+
+        return score_execution(self, problems, completions, ks, pool)
+
+    def code_of(self, problem: dict, completion: str) -> str:
+        """The code a completion stands for: re-joined with the prompt's code, or its fence."""
+        return extract_code(completion, self.prompt(problem).answer_prefix, self.entry_point(problem))
+
+    def program(self, problem: dict, code: str) -> str:
+        """The full program that runs the problem's tests on the code."""
         raise NotImplementedError
 
     def entry_point(self, problem: dict) -> str | None:

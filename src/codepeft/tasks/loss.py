@@ -9,8 +9,9 @@ from codepeft.config import DatasetSpec
 from codepeft.data import load_examples
 from codepeft.data.formats import render
 from codepeft.data.tokenize import IGNORE, Collator, encode
+from codepeft.errors import CodepeftError
 from codepeft.metrics import mean_ci
-from codepeft.tasks.base import Task
+from codepeft.tasks.base import Task, TaskKind
 
 
 class LossTask(Task):
@@ -20,7 +21,7 @@ class LossTask(Task):
             description=f"mean cross-entropy of the reference responses of {dataset} ({split} split)",
             metrics=("loss", "perplexity"),
             source=f"{dataset} [{split}]",
-            kind="loss",
+            kind=TaskKind.LOSS,
             stop=[],
         )
         self.dataset, self.split = dataset, split
@@ -30,6 +31,13 @@ class LossTask(Task):
             {"task_id": f"{self.dataset}/{i}", **ex}
             for i, ex in enumerate(load_examples(DatasetSpec(source=self.dataset, split=self.split), self.split))
         ]
+
+    def run(self, problems, ctx):
+        model = ctx.backend.model_in_memory()
+        return self.evaluate_loss(model, ctx.tokenizer, problems, ctx.fmt, batch_size=ctx.settings.batch_size)
+
+    def score(self, problems, completions, ks, pool=None):
+        raise CodepeftError(f"{self.name} measures a model's loss; there are no completions to score")
 
     @torch.no_grad()
     def evaluate_loss(self, model, tokenizer, problems, fmt: str, max_length: int = 1024, batch_size: int = 8):

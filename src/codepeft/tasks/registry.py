@@ -1,8 +1,13 @@
-"""One registry of tasks: name -> task. `<builtin dataset>-loss` names a loss task for any dataset."""
+"""The one registry of tasks: name -> how to make the task.
+
+Adding a task is one module (a `Task` subclass, see `codepeft.tasks.base`) and one
+`register_task` line below. `<builtin dataset>-loss` names a loss task for any dataset.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from codepeft.errors import CodepeftError, did_you_mean
 from codepeft.tasks.base import Task
@@ -16,57 +21,70 @@ from codepeft.tasks.recode import ReCode
 from codepeft.tasks.security import Security
 from codepeft.tasks.understanding import ClassificationTask
 
-TASKS: dict[str, Callable[[], Task]] = {
-    "humaneval": HumanEval,
-    "humanevalfix-python": HumanEvalFix,
-    "humanevalexplain-python": HumanEvalExplain,
-    "humanevalsynthesize-java": lambda: HumanEvalPackJava("synthesize"),
-    "humanevalfix-java": lambda: HumanEvalPackJava("fix"),
-    "stdlib-instruct": lambda: MatchTask("stdlib-instruct"),
-    "stdlib-oneliners": lambda: MatchTask("stdlib-oneliners"),
-    "stdlib-multiline": lambda: MatchTask("stdlib-multiline"),
-    "conala": lambda: MatchTask("conala"),
-    "codealpaca-py": lambda: MatchTask("codealpaca-py"),
-    "stdlib-instruct-loss": lambda: LossTask("stdlib-instruct"),
-    "security-python": Security,
-    "recode-docstring": lambda: ReCode("docstring"),
-    "recode-function": lambda: ReCode("function"),
-    "recode-syntax": lambda: ReCode("syntax"),
-    "recode-format": lambda: ReCode("format"),
-    "clone-detection": lambda: ClassificationTask("clone"),
-    "clone-detection-1shot": lambda: ClassificationTask("clone", shots=1),
-    "defect-detection": lambda: ClassificationTask("defect"),
-    "defect-detection-1shot": lambda: ClassificationTask("defect", shots=1),
-    "clone-detection-bigclonebench": lambda: ClassificationTask("clone", hub=True),
-    "defect-detection-devign": lambda: ClassificationTask("defect", hub=True),
-}
+
+@dataclass(frozen=True)
+class TaskEntry:
+    name: str
+    make: Callable[..., Task]  # make(data_files) if takes_data_files (None: the default data), else make()
+    takes_data_files: bool  # reads a local copy of its hub data (`--task-data NAME=FILE`)
 
 
-# Tasks whose data can come from a local file in the hub schema (--task-data NAME=FILE).
-WITH_DATA_FILES = {
-    "humanevalsynthesize-java": lambda f: HumanEvalPackJava("synthesize", f),
-    "humanevalfix-java": lambda f: HumanEvalPackJava("fix", f),
-    "conala": lambda f: MatchTask("conala", data_files=f),
-    "codealpaca-py": lambda f: MatchTask("codealpaca-py", data_files=f),
-    "clone-detection-bigclonebench": lambda f: ClassificationTask("clone", data_files=f),
-    "defect-detection-devign": lambda f: ClassificationTask("defect", data_files=f),
-}
+TASKS: dict[str, TaskEntry] = {}
+
+
+def register_task(name: str, make: Callable[..., Task], *, takes_data_files: bool = False) -> None:
+    """Add a task under `name`; a name already taken is refused (nothing is silently replaced)."""
+    if name in TASKS:
+        raise CodepeftError(f"task {name!r} is already registered")
+    TASKS[name] = TaskEntry(name, make, takes_data_files)
+
+
+register_task("humaneval", HumanEval)
+register_task("humanevalfix-python", HumanEvalFix)
+register_task("humanevalexplain-python", HumanEvalExplain)
+register_task("humanevalsynthesize-java", lambda f=None: HumanEvalPackJava("synthesize", f), takes_data_files=True)
+register_task("humanevalfix-java", lambda f=None: HumanEvalPackJava("fix", f), takes_data_files=True)
+register_task("stdlib-instruct", lambda: MatchTask("stdlib-instruct"))
+register_task("stdlib-oneliners", lambda: MatchTask("stdlib-oneliners"))
+register_task("stdlib-multiline", lambda: MatchTask("stdlib-multiline"))
+register_task("conala", lambda f=None: MatchTask("conala", data_files=f), takes_data_files=True)
+register_task("codealpaca-py", lambda f=None: MatchTask("codealpaca-py", data_files=f), takes_data_files=True)
+register_task("stdlib-instruct-loss", lambda: LossTask("stdlib-instruct"))
+register_task("security-python", Security)
+for _category in ("docstring", "function", "syntax", "format"):
+    register_task(f"recode-{_category}", lambda c=_category: ReCode(c))
+register_task("clone-detection", lambda: ClassificationTask("clone"))
+register_task("clone-detection-1shot", lambda: ClassificationTask("clone", shots=1))
+register_task("defect-detection", lambda: ClassificationTask("defect"))
+register_task("defect-detection-1shot", lambda: ClassificationTask("defect", shots=1))
+register_task(
+    "clone-detection-bigclonebench",
+    lambda f=None: ClassificationTask("clone", data_files=f, hub=True),
+    takes_data_files=True,
+)
+register_task(
+    "defect-detection-devign",
+    lambda f=None: ClassificationTask("defect", data_files=f, hub=True),
+    takes_data_files=True,
+)
 
 
 def get_task(name: str, data_files: str | None = None) -> Task:
     from codepeft.data import BUILTINS
 
-    if data_files is not None:
-        if name not in WITH_DATA_FILES:
-            raise CodepeftError(f"task {name!r} takes no data file; these do: {', '.join(WITH_DATA_FILES)}")
-        return WITH_DATA_FILES[name](data_files)
-    if name in TASKS:
-        return TASKS[name]()
-    if name.endswith("-loss") and name[: -len("-loss")] in BUILTINS:
-        return LossTask(name[: -len("-loss")])
-    known = sorted(TASKS) + [f"{d}-loss" for d in BUILTINS if f"{d}-loss" not in TASKS]
-    raise CodepeftError(f"unknown task {name!r}{did_you_mean(name, known)}; known tasks: {', '.join(known)}")
+    entry = TASKS.get(name)
+    if entry is None and name.endswith("-loss") and name[: -len("-loss")] in BUILTINS:
+        entry = TaskEntry(name, lambda: LossTask(name[: -len("-loss")]), False)
+    if entry is None:
+        known = sorted(TASKS) + [f"{d}-loss" for d in BUILTINS if f"{d}-loss" not in TASKS]
+        raise CodepeftError(f"unknown task {name!r}{did_you_mean(name, known)}; known tasks: {', '.join(known)}")
+    if data_files is None:
+        return entry.make()
+    if not entry.takes_data_files:
+        takers = ", ".join(n for n, e in TASKS.items() if e.takes_data_files)
+        raise CodepeftError(f"task {name!r} takes no data file; these do: {takers}")
+    return entry.make(data_files)
 
 
 def all_tasks() -> list[Task]:
-    return [factory() for factory in TASKS.values()]
+    return [entry.make() for entry in TASKS.values()]

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from codepeft.execution import Limits, SandboxPool
 from codepeft.metrics import pass_at_k_scores
-from codepeft.tasks.base import Task, extract_code
+from codepeft.tasks.base import Task
 
 
 def score_execution(
@@ -16,14 +14,13 @@ def score_execution(
     ks: list[int],
     pool: SandboxPool,
     limits: Limits | None = None,
-    code_of: Callable[[dict, str], str] | None = None,
 ) -> dict:
-    """Run every completion's program in the sandbox; pass@k over problems with a 95% CI."""
-    code_of = code_of or (lambda p, c: extract_code(c, task.prompt(p).answer_prefix, task.entry_point(p)))
+    """Run every completion's program (`task.program(p, task.code_of(p, c))`) in the sandbox;
+    pass@k over problems with a 95% CI."""
     jobs, index = [], []
     for i, (problem, samples) in enumerate(zip(problems, completions, strict=True)):
         for j, completion in enumerate(samples):
-            jobs.append((task.program(problem, code_of(problem, completion)), task.language, limits))
+            jobs.append((task.program(problem, task.code_of(problem, completion)), task.language, limits))
             index.append((i, j))
     results = pool.map(jobs)
     records = [

@@ -12,7 +12,7 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 
-from codepeft.tasks.base import Prompt, Task
+from codepeft.tasks.base import Prompt, Task, TaskKind, extract_code
 from codepeft.tasks.security_scenarios import SCENARIOS
 
 
@@ -89,7 +89,7 @@ class Security(Task):
             description="complete security-relevant code; valid rate and insecure rate (bandit) per CWE",
             metrics=("valid_rate", "insecure_rate"),
             source=f"{len(SCENARIOS)} scenarios written for codepeft, {len({s['cwe'] for s in SCENARIOS})} CWEs",
-            kind="security",
+            kind=TaskKind.SECURITY,
         )
 
     def problems(self):
@@ -98,5 +98,10 @@ class Security(Task):
     def prompt(self, problem):
         return Prompt(instruction=f"Complete the following code.\n{problem['prompt']}", answer_prefix=problem["prompt"])
 
-    def program(self, problem, completion):
-        return completion
+    def code_of(self, problem, completion):
+        return extract_code(completion, problem["prompt"])
+
+    def score(self, problems, completions, ks, pool=None):
+        """bandit reads the completed programs; nothing is executed."""
+        programs = [[self.code_of(p, c) for c in cs] for p, cs in zip(problems, completions, strict=True)]
+        return judge(problems, programs)

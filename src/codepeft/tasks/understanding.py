@@ -24,7 +24,7 @@ from pathlib import Path
 
 from codepeft.data.records import read_file, read_hub
 from codepeft.errors import CodepeftError
-from codepeft.tasks.base import Prompt, Task
+from codepeft.tasks.base import Prompt, Task, TaskKind
 from codepeft.tasks.humaneval import without_docstrings
 from codepeft.tasks.perturb import loops_to_while
 
@@ -181,7 +181,7 @@ class ClassificationTask(Task):
             description=f"{kind} detection, YES/NO, {shots}-shot",
             metrics=("accuracy", "macro_f1", "valid_rate"),
             source=f"{source} from the hub or --task-data" if hub else "offline: HumanEval (seeded, balanced)",
-            kind="classification",
+            kind=TaskKind.CLASSIFICATION,
             stop=["\n\n"],
         )
         self.detect, self.shots, self.data_files, self.hub = kind, shots, data_files, hub or data_files is not None
@@ -224,6 +224,12 @@ class ClassificationTask(Task):
         shots = "".join(f"{question}\n\n{self._body(e)}\n\nAnswer: {e['label']}\n\n" for e in self.examples)
         instruction = f"{shots}{question}\n\n{self._body(problem)}"
         return Prompt(instruction=instruction, answer_prefix="", plain=f"{instruction}\n\nAnswer:")
+
+    def samples(self, settings):
+        return 1  # one answer per question
+
+    def score(self, problems, completions, ks=None, pool=None):
+        return score_classification(problems, completions)
 
 
 def score_classification(problems: list[dict], completions: list[list[str]]) -> dict:
