@@ -63,3 +63,32 @@ def test_repo_configs_parse():
             load_config(path)
             kinds.append("run")
     assert kinds.count("study") >= 2 and kinds.count("run") >= 1
+
+
+def test_check_reports_every_problem_before_anything_loads(tmp_path, tiny_model, monkeypatch):
+    import codepeft.training.runner as runner
+    from codepeft.errors import CodepeftError
+    from codepeft.training import train
+
+    loaded = []
+    monkeypatch.setattr(runner, "load_model", lambda *a, **k: loaded.append(a) or pytest.fail("the model loaded"))
+    cfg = load_config(
+        None,
+        [
+            f"model.name_or_path={tiny_model('gpt_bigcode')}",
+            "method.name=prefix",  # refuses gradient checkpointing; virtual tokens refuse packing
+            "train.gradient_checkpointing=true",
+            "data.packing=true",
+            "train.mixed_precision=fp16",  # needs a GPU
+            "data.max_length=100000",  # above the model's 512 positions
+            f"data.train.0.source={tmp_path / 'absent.jsonl'}",
+        ],
+    )
+    with pytest.raises(CodepeftError) as err:
+        train(cfg, tmp_path / "run")
+    text = str(err.value)
+    assert text.startswith("the run config has 5 problems")
+    for part in ("gradient checkpointing", "data.packing cannot be used with prefix", "fp16 needs a GPU",
+                 "max_length=100000 is above the 512", "data file not found"):  # fmt: skip
+        assert part in text, part
+    assert not loaded and not (tmp_path / "run").exists()  # nothing loaded, nothing written

@@ -33,6 +33,7 @@ from transformers import AttentionInterface
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
 
 from codepeft.errors import CodepeftError
+from codepeft.families import MethodFamily
 
 GB = 2**30
 BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
@@ -189,7 +190,7 @@ def estimate(
     path = resolve_name(model)
     config = load_config(path)
     m = get_method(method)
-    if m.family == "baseline":
+    if not m.trains:
         raise CodepeftError(f"{method} is a prompting baseline: it trains nothing (memory is that of inference)")
     options = m.options(method_options or {})
     quant = effective_quantization(m, options, ModelSpec(name_or_path=path, quantization=quantization or "none"))
@@ -199,7 +200,7 @@ def estimate(
     tuned = m.apply(meta, options, ApplyContext(tokenizer_path=path if method == "prompt" else None))
     counts = count_parameters(tuned)
     trainable = int(counts["trainable_params"])
-    frozen = base_total if m.family != "full" else 0
+    frozen = base_total if m.family is not MethodFamily.FULL else 0
     width = BYTES[dtype]
     d = _dims(config)
 

@@ -12,6 +12,7 @@ from codepeft.baselines import Baseline, TaskPrompt, make_baseline
 from codepeft.config import ModelSpec
 from codepeft.errors import CodepeftError
 from codepeft.execution import SandboxPool
+from codepeft.families import ZERO_SHOT, MethodFamily
 from codepeft.generation import GenerationBackend, GenerationSettings, make_backend
 from codepeft.metrics import over_seeds
 from codepeft.tasks import get_task, render_prompt
@@ -37,7 +38,7 @@ def load_target(target: str, device: str = "auto"):
                 "family": info["method"]["family"],
                 "base_model": info["base_model"],
                 "serve_model": str(path / "model") if (path / "model").is_dir() else info["base_model"],
-                "adapter_dir": str(path / "adapter") if info["method"]["family"] == "lora" else None,
+                "adapter_dir": str(path / "adapter") if info["method"]["family"] == MethodFamily.LORA else None,
             },
         )
     model, tok = load_model(ModelSpec(name_or_path=target, device=device))
@@ -49,8 +50,8 @@ def load_target(target: str, device: str = "auto"):
             "kind": "model",
             "model": target,
             "format": "plain",
-            "method": "zero-shot",
-            "family": None,
+            "method": ZERO_SHOT,
+            "family": MethodFamily.ZERO_SHOT,
             "base_model": target,
             "serve_model": target,
         },

@@ -97,10 +97,10 @@ class RAG(Baseline):
 
 def make_baseline(name: str, options: dict[str, Any]) -> Baseline:
     """A baseline from its registry entry's options (defaults filled in, unknown names refused)."""
-    from codepeft.methods import get_method
+    from codepeft.methods import MethodFamily, get_method
 
     method = get_method(name)
-    if method.family != "baseline":
+    if method.family is not MethodFamily.BASELINE:
         raise CodepeftError(f"{method.name!r} is a tuning method: train it (codepeft train), then evaluate the run")
     opts = method.options(options)
     if int(opts["shots"]) < 0:

@@ -234,12 +234,12 @@ def make_backend(
     tokenizer,
     base_model: str | None = None,
     adapter_dir: str | None = None,
-    method_family: str | None = None,
+    method_family: str = "zero-shot",
 ) -> GenerationBackend:
     """`auto` picks vLLM for base models and LoRA adapters when it can run, else Hugging Face."""
     if kind not in ("auto", "hf", "vllm"):
         raise CodepeftError(f"backend must be auto, hf or vllm, not {kind!r}")
-    vllm_fits = method_family in (None, "full", "lora")
+    vllm_fits = method_family in ("zero-shot", "full", "lora")  # codepeft.methods.MethodFamily values
     if kind == "vllm":
         if not vllm_usable():
             raise CodepeftError("the vllm backend needs a CUDA GPU and `pip install vllm`; use --backend hf")

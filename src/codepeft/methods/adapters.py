@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from codepeft.methods.bottleneck import PLACEMENTS, BottleneckOptions, add_bottleneck_adapters
-from codepeft.methods.registry import Method, dataclass_fields, register
+from codepeft.methods.registry import Method, MethodFamily, dataclass_fields, register_method
 
 _STYLE = {
     "adapter_houlsby": "bottleneck after attention + FFN",
@@ -20,10 +20,10 @@ def _applier(name: str):
 
 
 for _name in PLACEMENTS:
-    register(
+    register_method(
         Method(
             name=_name,
-            family="adapter",
+            family=MethodFamily.ADAPTER,
             style=_STYLE[_name],
             learning_rate=1e-4,
             defaults={

@@ -7,7 +7,7 @@ from peft import PeftModel
 
 from codepeft.config import MethodSpec, ModelSpec, TrainSpec
 from codepeft.errors import CodepeftError
-from codepeft.methods.registry import ApplyContext, Method, bitsandbytes_available, get_method
+from codepeft.methods.registry import ApplyContext, Method, MethodFamily, bitsandbytes_available, get_method
 
 
 def effective_quantization(method: Method, options: dict, model: ModelSpec) -> str:
@@ -25,10 +25,17 @@ def effective_quantization(method: Method, options: dict, model: ModelSpec) -> s
     return model.quantization
 
 
+def refuse_untrainable(method: Method) -> None:
+    if not method.trains:
+        raise CodepeftError(
+            f"{method.name} is a prompting baseline and trains nothing: evaluate it with "
+            f"`codepeft eval MODEL --method {method.name}`"
+        )
+
+
 def check_combination(method: Method, options: dict, model: ModelSpec, train: TrainSpec) -> str:
     """Refuse up front what cannot work; returns the effective quantization."""
-    if method.family == "baseline":
-        method.apply(None, options, ApplyContext())  # raises: a prompting baseline trains nothing
+    refuse_untrainable(method)
     quant = effective_quantization(method, options, model)
     if train.gradient_checkpointing and method.refuses_gradient_checkpointing:
         raise CodepeftError(
@@ -51,6 +58,7 @@ def check_combination(method: Method, options: dict, model: ModelSpec, train: Tr
 
 def apply_method(model: nn.Module, spec: MethodSpec, ctx: ApplyContext | None = None) -> nn.Module:
     method = get_method(spec.name)
+    refuse_untrainable(method)
     options = method.options(spec.options)
     return method.apply(model, options, ctx or ApplyContext())
 
@@ -76,12 +84,12 @@ def count_parameters(model: nn.Module) -> dict[str, float]:
 def merge_model(model: nn.Module, method_name: str) -> nn.Module:
     """Fold the tuned weights into the base model where the method allows it."""
     method = get_method(method_name)
-    if method.family == "full":
+    if method.family is MethodFamily.FULL:
         return model
     if not method.mergeable or not isinstance(model, PeftModel):
         why = (
             "its bottleneck MLP is non-linear, so it cannot be folded into a weight matrix"
-            if method.family == "adapter"
+            if method.family is MethodFamily.ADAPTER
             else "it adds inputs (virtual tokens / prefixes) or modules rather than weight deltas"
         )
         raise CodepeftError(f"method {method.name} cannot be merged: {why}. Serve it with the adapter instead.")

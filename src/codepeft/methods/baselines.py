@@ -4,32 +4,21 @@ prompting itself lives in `codepeft.baselines`."""
 
 from __future__ import annotations
 
-from codepeft.errors import CodepeftError
-from codepeft.methods.registry import Method, register
-
-
-def _refuse(name: str):
-    def apply(model, options, ctx):
-        raise CodepeftError(
-            f"{name} is a prompting baseline and trains nothing: evaluate it with `codepeft eval MODEL --method {name}`"
-        )
-
-    return apply
-
+from codepeft.methods.registry import Method, MethodFamily, register_method
 
 ICL_DEFAULTS = {"shots": 3, "seeds": 5, "draw": "fixed", "examples": None}
 RAG_DEFAULTS = {"shots": 3, "retriever": "bm25", "embedder": None, "rerank": None, "candidates": 20, "examples": None}
 
 
 def _baseline(name: str, style: str, defaults: dict, notes: str) -> None:
-    register(
+    register_method(
         Method(
             name=name,
-            family="baseline",
+            family=MethodFamily.BASELINE,
             style=style,
             learning_rate=0.0,
             defaults=defaults,
-            apply=_refuse(name),
+            apply=None,  # trains nothing
             option_names=lambda: set(defaults),
             notes=notes,
         )

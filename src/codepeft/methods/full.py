@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from codepeft.methods.registry import Method, register
+from codepeft.methods.registry import Method, MethodFamily, register_method
 
 
 def _apply(model, options, ctx):
@@ -11,10 +11,10 @@ def _apply(model, options, ctx):
     return model
 
 
-register(
+register_method(
     Method(
         name="full",
-        family="full",
+        family=MethodFamily.FULL,
         style="all weights",
         learning_rate=2e-5,
         defaults={},

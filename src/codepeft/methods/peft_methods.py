@@ -20,7 +20,7 @@ from peft import (
 from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
 
 from codepeft.errors import CodepeftError
-from codepeft.methods.registry import REGISTRY, Method, dataclass_fields, register
+from codepeft.methods.registry import REGISTRY, Method, MethodFamily, dataclass_fields, register_method
 from codepeft.models.architectures import architecture_of, check_targets, model_type_of
 
 # Fields peft fills itself or that make no sense to set from a run config.
@@ -114,96 +114,96 @@ def _simple(config_cls):
 _LORA_DEFAULTS = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.05}
 _LORA_STYLE = "low-rank weight deltas"
 
-register(
+register_method(
     Method(
-        "lora",
-        "lora",
-        _LORA_STYLE,
-        2e-4,
-        dict(_LORA_DEFAULTS),
-        _apply_lora,
-        _options_of(LoraConfig),
+        name="lora",
+        family=MethodFamily.LORA,
+        style=_LORA_STYLE,
+        learning_rate=2e-4,
+        defaults=dict(_LORA_DEFAULTS),
+        apply=_apply_lora,
+        option_names=_options_of(LoraConfig),
         mergeable=True,
         quantizable=True,
     )
 )
-register(
+register_method(
     Method(
-        "qlora",
-        "lora",
-        "low-rank deltas on a 4-bit NF4 / 8-bit base",
-        2e-4,
-        {**_LORA_DEFAULTS, "bits": 4},
-        _apply_lora,
-        _options_of(LoraConfig, {"bits"}),
+        name="qlora",
+        family=MethodFamily.LORA,
+        style="low-rank deltas on a 4-bit NF4 / 8-bit base",
+        learning_rate=2e-4,
+        defaults={**_LORA_DEFAULTS, "bits": 4},
+        apply=_apply_lora,
+        option_names=_options_of(LoraConfig, {"bits"}),
         mergeable=True,
         quantizable=True,
         requires_quantization="4bit",
         notes="needs bitsandbytes; method.bits=8 for an 8-bit base",
     )
 )
-register(
+register_method(
     Method(
-        "dora",
-        "lora",
-        "magnitude + low-rank direction",
-        2e-4,
-        {**_LORA_DEFAULTS, "use_dora": True},
-        _apply_lora,
-        _options_of(LoraConfig),
+        name="dora",
+        family=MethodFamily.LORA,
+        style="magnitude + low-rank direction",
+        learning_rate=2e-4,
+        defaults={**_LORA_DEFAULTS, "use_dora": True},
+        apply=_apply_lora,
+        option_names=_options_of(LoraConfig),
         mergeable=True,
         quantizable=True,
     )
 )
-register(
+register_method(
     Method(
-        "ia3",
-        "ia3",
-        "activation scaling vectors",
-        3e-3,
-        {},
-        _apply_ia3,
-        _options_of(IA3Config),
+        name="ia3",
+        family=MethodFamily.IA3,
+        style="activation scaling vectors",
+        learning_rate=3e-3,
+        defaults={},
+        apply=_apply_ia3,
+        option_names=_options_of(IA3Config),
         mergeable=True,
         quantizable=True,
     )
 )
-register(
+register_method(
     Method(
-        "prompt",
-        "prompt",
-        "virtual token embeddings",
-        3e-3,
-        {"num_virtual_tokens": 30, "init": "random"},
-        _apply_prompt,
-        _options_of(PromptTuningConfig, {"init", "init_text"}),
+        name="prompt",
+        family=MethodFamily.PROMPT,
+        style="virtual token embeddings",
+        learning_rate=3e-3,
+        defaults={"num_virtual_tokens": 30, "init": "random"},
+        apply=_apply_prompt,
+        option_names=_options_of(PromptTuningConfig, {"init", "init_text"}),
         quantizable=True,
         notes="method.init=text starts from the embedding of method.init_text",
     )
 )
-register(
+register_method(
     Method(
-        "prefix",
-        "prompt",
-        "key/value prefixes per layer",
-        3e-2,
-        {"num_virtual_tokens": 10},
-        _simple(PrefixTuningConfig),
-        _options_of(PrefixTuningConfig),
+        name="prefix",
+        family=MethodFamily.PROMPT,
+        style="key/value prefixes per layer",
+        learning_rate=3e-2,
+        defaults={"num_virtual_tokens": 10},
+        apply=_simple(PrefixTuningConfig),
+        option_names=_options_of(PrefixTuningConfig),
         quantizable=True,
         refuses_gradient_checkpointing=True,
         notes="refuses gradient checkpointing; generation needs the KV cache",
     )
 )
-register(
+register_method(
     Method(
-        "ptuning",
-        "prompt",
-        "virtual tokens from an MLP encoder",
-        1e-2,
-        {"num_virtual_tokens": 30, "encoder_reparameterization_type": "MLP"},
-        _simple(PromptEncoderConfig),
-        _options_of(PromptEncoderConfig),
+        name="ptuning",
+        family=MethodFamily.PROMPT,
+        style="virtual tokens from an MLP encoder",
+        learning_rate=1e-2,
+        defaults={"num_virtual_tokens": 30, "encoder_reparameterization_type": "MLP"},
+        apply=_simple(PromptEncoderConfig),
+        option_names=_options_of(PromptEncoderConfig),
         quantizable=True,
     )
 )
@@ -280,15 +280,15 @@ for _ptype in PeftType:
         continue
     _cls = PEFT_TYPE_TO_CONFIG_MAPPING[_ptype]
     _prompt_like = issubclass(_cls, PromptLearningConfig)
-    register(
+    register_method(
         Method(
-            _name,
-            "prompt" if _prompt_like else "peft",
-            f"peft {_cls.__name__.removesuffix('Config')}",
-            3e-3 if _prompt_like else 2e-4,
-            {},
-            _generic_apply(_ptype),
-            _options_of(_cls),
+            name=_name,
+            family=MethodFamily.PROMPT if _prompt_like else MethodFamily.PEFT,
+            style=f"peft {_cls.__name__.removesuffix('Config')}",
+            learning_rate=3e-3 if _prompt_like else 2e-4,
+            defaults={},
+            apply=_generic_apply(_ptype),
+            option_names=_options_of(_cls),
             mergeable=not _prompt_like and _name not in _NOT_MERGEABLE,
             quantizable=_prompt_like or _has_bnb_layer(_ptype),
             notes=_NEEDS.get(_name, f"options: the fields of peft.{_cls.__name__}"),

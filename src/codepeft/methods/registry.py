@@ -10,12 +10,13 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch.nn as nn
 
 from codepeft.errors import CodepeftError, did_you_mean
+from codepeft.families import ZERO_SHOT, MethodFamily
 
 
 @dataclass
@@ -29,21 +30,30 @@ class ApplyContext:
     quantized: bool = False
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Method:
+    """A registry entry. `apply(model, options, ctx)` returns the model with the method applied
+    (trainable parameters marked); None for a method that trains nothing (a prompting baseline)."""
+
     name: str
-    family: str  # full | lora | ia3 | prompt | adapter | peft | baseline (trains nothing)
+    family: MethodFamily
     style: str  # what is trained, in words
     learning_rate: float
     defaults: dict[str, Any]
-    apply: Callable[[nn.Module, dict[str, Any], ApplyContext], nn.Module]
+    apply: Callable[[nn.Module, dict[str, Any], ApplyContext], nn.Module] | None
     option_names: Callable[[], set[str]]
     mergeable: bool = False
     quantizable: bool = False
     requires_quantization: str | None = None  # "4bit" for qlora
     refuses_gradient_checkpointing: bool = False
     notes: str = ""
-    aliases: tuple[str, ...] = field(default_factory=tuple)
+
+    def __post_init__(self):
+        self.family = MethodFamily(self.family)
+
+    @property
+    def trains(self) -> bool:
+        return self.apply is not None
 
     def options(self, given: dict[str, Any]) -> dict[str, Any]:
         """Defaults overlaid with the user's options; unknown names are refused."""
@@ -59,7 +69,10 @@ class Method:
 REGISTRY: dict[str, Method] = {}
 
 
-def register(method: Method) -> Method:
+def register_method(method: Method) -> Method:
+    """Add a method under its name; a name already taken is refused (nothing is silently replaced)."""
+    if method.name in REGISTRY or method.name == ZERO_SHOT:
+        raise CodepeftError(f"method {method.name!r} is already registered")
     REGISTRY[method.name] = method
     return method
 
@@ -80,14 +93,8 @@ def get_method(name: str) -> Method:
 
 def all_methods() -> list[Method]:
     _ensure_loaded()
-    return [REGISTRY[k] for k in sorted(REGISTRY, key=_order)]
-
-
-_FAMILY_ORDER = ["full", "lora", "ia3", "prompt", "adapter", "peft", "baseline"]
-
-
-def _order(name: str) -> tuple[int, str]:
-    return (_FAMILY_ORDER.index(REGISTRY[name].family), name)
+    order = list(MethodFamily)
+    return sorted(REGISTRY.values(), key=lambda m: (order.index(m.family), m.name))
 
 
 def dataclass_fields(cls) -> set[str]:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from codepeft.families import MethodFamily
 from codepeft.study.store import Store
 
 # The score a task is ranked by, in order of preference, and metrics where lower is better.
@@ -19,7 +20,8 @@ from codepeft.study.store import Store
 # have nothing to compare), which ranks a model that says nothing above one that tries.
 PRIMARY = ("pass@1", "robust_pass@1", "em@1", "chrf", "codebleu", "macro_f1", "accuracy", "insecure_rate", "loss")
 LOWER_IS_BETTER = {"loss", "perplexity", "insecure_rate", "robust_drop@1", "robust_relative@1"}
-PROMPTING = {"none": "zero-shot", "baseline": "prompting"}
+PROMPTING = {MethodFamily.ZERO_SHOT: "zero-shot", MethodFamily.BASELINE: "prompting"}
+LEGACY_FAMILIES = {"none": MethodFamily.ZERO_SHOT.value}  # stores written before zero-shot had one spelling
 
 
 @dataclass
@@ -39,6 +41,7 @@ def load(store: Store) -> StudyData:
     cells = cells[cells["status"] == "done"].copy() if len(cells) else cells
     metrics, costs, runs, curves = frame("metrics"), frame("costs"), frame("runs"), frame("curves")
     if len(cells):
+        cells["family"] = cells["family"].replace(LEGACY_FAMILIES)
         cells["kind"] = cells["family"].map(lambda f: PROMPTING.get(f, "tuning"))
         cells["model_size"] = _sizes(cells, costs)
         keep = set(cells["cell_id"])
@@ -56,7 +59,9 @@ def _sizes(cells: pd.DataFrame, costs: pd.DataFrame) -> pd.Series:
         joined = cells.merge(costs, on="cell_id")
         for _, r in joined.iterrows():
             if pd.notna(r.get("total_params")):
-                base = r["total_params"] if r["family"] == "full" else r["total_params"] - r["trainable_params"]
+                base = (
+                    r["total_params"] if r["family"] == MethodFamily.FULL else r["total_params"] - r["trainable_params"]
+                )
                 by_model.setdefault(r["model"], float(base))
     return cells.apply(
         lambda r: r["model_size"] if pd.notna(r["model_size"]) else by_model.get(r["model"], np.nan), axis=1

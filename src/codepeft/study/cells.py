@@ -8,20 +8,21 @@ import json
 import traceback
 from pathlib import Path
 
-from codepeft.study.config import ZERO_SHOT, StudyConfig, slug
+from codepeft.families import ZERO_SHOT, MethodFamily
+from codepeft.study.config import StudyConfig, slug
 
 
-def _family(method: str) -> str:
+def _family(method: str) -> MethodFamily:
     if method == ZERO_SHOT:
-        return "none"
+        return MethodFamily.ZERO_SHOT
     from codepeft.methods import get_method
 
     return get_method(method).family
 
 
-def _describe(method, family: str) -> str:
+def _describe(method, family: MethodFamily) -> str:
     """A report label: baselines say what they did ("RAG (BM25, 3 ex.)"), methods their name."""
-    if family != "baseline":
+    if family is not MethodFamily.BASELINE:
         return method.name
     from codepeft.baselines import make_baseline
 
@@ -36,7 +37,7 @@ def expand(config: StudyConfig) -> list[dict]:
     for model in config.models:
         for method in config.methods:
             family = _family(method.name)
-            trains = family not in ("none", "baseline")
+            trains = family not in (MethodFamily.ZERO_SHOT, MethodFamily.BASELINE)
             for dataset in config.datasets:
                 for seed in config.seeds if trains else config.seeds[:1]:
                     cell_id = f"{model.name}/{method.display}/{dataset.name}/seed{seed}"

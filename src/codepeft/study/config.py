@@ -11,8 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from codepeft.config import DatasetSpec, DataSpec, ModelSpec, TrainSpec, apply_overrides, format_errors, read_yaml
 from codepeft.errors import CodepeftError
-
-ZERO_SHOT = "zero-shot"
+from codepeft.families import ZERO_SHOT
 
 
 class _Strict(BaseModel):

@@ -14,15 +14,16 @@ from peft import PeftModel
 
 from codepeft.config import ModelSpec
 from codepeft.errors import CodepeftError
+from codepeft.families import MethodFamily
 from codepeft.methods.bottleneck import is_bottleneck_dir, load_bottleneck, save_bottleneck
 
 ADAPTER_DIR, MODEL_DIR = "adapter", "model"
 log = logging.getLogger(__name__)
 
 
-def save_weights(model, tokenizer, run_dir: Path, method_family: str, base_path: str) -> Path:
+def save_weights(model, tokenizer, run_dir: Path, method_family: MethodFamily, base_path: str) -> Path:
     """PEFT adapter (adapter/), bottleneck adapter (adapter/), or full weights (model/)."""
-    if method_family == "full":
+    if method_family is MethodFamily.FULL:
         out = run_dir / MODEL_DIR
         model.save_pretrained(out)
     elif isinstance(model, PeftModel):

@@ -16,12 +16,12 @@ from transformers import TrainingArguments, set_seed
 from codepeft.config import RunConfig
 from codepeft.data import Collator, build_datasets
 from codepeft.errors import CodepeftError
-from codepeft.methods import ApplyContext, count_parameters, get_method
-from codepeft.methods.apply import check_combination
-from codepeft.models.hardware import resolve_dtype
-from codepeft.models.loading import context_limit, load_config, load_model, resolve_device, resolve_name
+from codepeft.families import MethodFamily
+from codepeft.methods import ApplyContext, count_parameters
+from codepeft.models.loading import load_model
 from codepeft.training.artifacts import last_good_checkpoint, save_weights
 from codepeft.training.callbacks import AdaLoraSchedule, CheckpointManifest, MetricsLog
+from codepeft.training.checks import CheckedRun, check
 from codepeft.training.cost import PeakMemory
 from codepeft.training.dropout import fast_dropout_enabled
 from codepeft.training.provenance import git_commit, machine, package_versions
@@ -49,99 +49,139 @@ def _write_json(path: Path, data: dict) -> None:
     tmp.replace(path)
 
 
-def _autocast(mode: str, dtype: str, device: str) -> str | None:
-    """The autocast dtype of training (None: none); `auto` follows the model's resolved dtype."""
-    if mode == "auto":
-        return "bf16" if dtype == "bf16" else None
-    if device == "cpu" and mode == "fp16":
-        raise CodepeftError("train.mixed_precision=fp16 needs a GPU; use no (fp32) or bf16 on CPU")
-    return None if mode == "no" else mode
-
-
-def _precision(config: RunConfig, family: str) -> dict:
-    """What dtype the weights load in and what autocast training uses, with the reason.
-
-    Under autocast the trainable weights stay fp32 (the master weights that small updates are
-    added to), as Trainer's mixed precision expects: full fine-tuning loads fp32 weights, and
-    adapters are fp32 whatever the base's dtype."""
-    device = resolve_device(config.model.device)
-    dtype, reason = resolve_dtype(config.model.dtype, device)
-    autocast = _autocast(config.train.mixed_precision, dtype, device)
-    weights = "fp32" if autocast and family == "full" else dtype
-    return {"dtype": dtype, "reason": reason, "weights": weights, "autocast": autocast or "none"}
-
-
 def train(config: RunConfig, output_dir: str | Path | None = None, resume: bool = False) -> RunResult:
-    """Train one run; with resume=True continue the run in output_dir from its last checkpoint."""
-    run_dir = Path(output_dir) if output_dir else default_run_dir(config)
-    recorded_precision = None
-    if resume:
-        if not (run_dir / "run.json").is_file():
-            raise CodepeftError(f"cannot resume: {run_dir} holds no run.json")
-        info = json.loads((run_dir / "run.json").read_text())
-        if info.get("status") == "completed":
-            raise CodepeftError(f"run {run_dir} already completed; nothing to resume")
-        recorded_precision = info.get("precision")  # continue as it began, whatever `auto` says here
-    elif (run_dir / "run.json").is_file():
-        raise CodepeftError(f"{run_dir} already holds a run; pass --resume to continue it or pick another directory")
-    method = get_method(config.method.name)
-    options = method.options(config.method.options)
-    quant = check_combination(method, options, config.model, config.train)
+    """Train one run; with resume=True continue the run in output_dir from its last checkpoint.
+
+    The steps, each below: open the run directory, check the whole config (nothing loads before
+    it passes), load the model, build the data, apply the method, record run.json, train, record
+    the cost and the final state."""
+    run_dir, recorded_precision = _open_run_dir(config, output_dir, resume)
+    checked = check(config, recorded_precision)  # continue as it began, whatever `auto` says here
     run_dir.mkdir(parents=True, exist_ok=True)
     set_seed(config.seed)
+    model, tokenizer = _load(config, checked)
+    plan = _batching(config, checked, model)
+    train_ds, eval_ds = build_datasets(config.data, tokenizer, plan.encoder_decoder, config.seed)
+    model = _apply_method(config, checked, model, len(train_ds))
+    params = count_parameters(model)
+    device = _device_of(model)
+    info = _run_info(config, checked, plan, params, train_ds, eval_ds, device)
+    _write_json(run_dir / "run.json", info)
 
-    precision = recorded_precision or _precision(config, method.family)
-    model_spec = config.model.model_copy(update={"quantization": quant, "dtype": precision["weights"]})
-    base_path = resolve_name(config.model.name_or_path)
-    model_spec.name_or_path = base_path
-    limit = context_limit(load_config(base_path, model_spec))
-    if limit is not None and config.data.max_length > limit:
-        raise CodepeftError(
-            f"data.max_length={config.data.max_length} is above the {limit} positions the model "
-            f"{config.model.name_or_path!r} can attend over; set data.max_length to at most {limit}"
-        )
-    model, tokenizer = load_model(model_spec)
-    encoder_decoder = bool(getattr(model.config, "is_encoder_decoder", False))
-    if config.data.packing is True and method.family == "prompt":
-        raise CodepeftError(
-            f"data.packing cannot be used with {method.name}: peft drops position ids for virtual-token "
-            "methods, so packed examples would attend to each other. Set data.packing=false."
-        )
+    trainer, metrics = _trainer(config, checked, plan, model, tokenizer, train_ds, eval_ds, run_dir, info)
+    checkpoint = last_good_checkpoint(trainer.args.output_dir) if resume else None
+    if resume:
+        metrics.truncate_after(int(checkpoint.rsplit("-", 1)[1]) if checkpoint else 0)
+    try:
+        output, mem = _fit(trainer, config, plan, checkpoint)
+    except BaseException as err:
+        info.update(status="failed", error=f"{type(err).__name__}: {err}")
+        _write_json(run_dir / "run.json", info)
+        raise
+
+    final_eval = _final_eval_loss(trainer) if eval_ds is not None else None
+    model.config.use_cache = True
+    weights = save_weights(trainer.model, tokenizer, run_dir, checked.method.family, checked.base_path)
+    cost = _cost(params, mem, trainer, checkpoint, device)
+    _write_json(run_dir / "cost.json", cost)
+    info.update(
+        status="completed",
+        finished=time.strftime("%Y-%m-%dT%H:%M:%S"),
+        weights=str(weights.relative_to(run_dir)),
+        final_train_loss=output.training_loss,
+        final_eval_loss=final_eval,
+    )
+    _write_json(run_dir / "run.json", info)
+    # Without accelerate's autocast wrapper, the model in memory computes as the reloaded one does.
+    tuned = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False).eval()
+    return RunResult(run_dir, cost, output.training_loss, final_eval, tuned, tokenizer)
+
+
+def _open_run_dir(config: RunConfig, output_dir, resume: bool) -> tuple[Path, dict | None]:
+    """The run directory, and the precision recorded by the run being resumed (None: a new run)."""
+    run_dir = Path(output_dir) if output_dir else default_run_dir(config)
+    if not resume:
+        if (run_dir / "run.json").is_file():
+            raise CodepeftError(
+                f"{run_dir} already holds a run; pass --resume to continue it or pick another directory"
+            )
+        return run_dir, None
+    if not (run_dir / "run.json").is_file():
+        raise CodepeftError(f"cannot resume: {run_dir} holds no run.json")
+    info = json.loads((run_dir / "run.json").read_text())
+    if info.get("status") == "completed":
+        raise CodepeftError(f"run {run_dir} already completed; nothing to resume")
+    return run_dir, info.get("precision")
+
+
+def _load(config: RunConfig, checked: CheckedRun):
+    spec = config.model.model_copy(
+        update={
+            "quantization": checked.quantization,
+            "dtype": checked.precision["weights"],
+            "name_or_path": checked.base_path,
+        }
+    )
+    return load_model(spec)
+
+
+@dataclass
+class Batching:
+    """How batches are laid out for this model and method (recorded in run.json)."""
+
+    encoder_decoder: bool
     # Padding-free batches (the default) need position ids to reach the attention mask: not for
     # virtual-token methods (peft drops them) nor encoder-decoder models; those pad instead.
-    flatten = config.data.packing == "batch" and method.family != "prompt" and not encoder_decoder
-    # ... and each example's attention computed on its own (not a masked square over the row)
-    varlen = flatten and supports_varlen(model)
-    # ... and logits computed only at the positions the loss reads
-    logits_on_targets = flatten and supports_logits_at_targets(model)
-    train_ds, eval_ds = build_datasets(config.data, tokenizer, encoder_decoder, config.seed)
+    flatten: bool
+    varlen: bool  # ... and each example's attention computed on its own (not a masked square)
+    logits_on_targets: bool  # ... and logits computed only at the positions the loss reads
 
-    device = next(model.parameters()).device.type
+
+def _batching(config: RunConfig, checked: CheckedRun, model) -> Batching:
+    encoder_decoder = bool(getattr(model.config, "is_encoder_decoder", False))
+    prompt_family = checked.method.family is MethodFamily.PROMPT
+    flatten = config.data.packing == "batch" and not prompt_family and not encoder_decoder
+    return Batching(
+        encoder_decoder=encoder_decoder,
+        flatten=flatten,
+        varlen=flatten and supports_varlen(model),
+        logits_on_targets=flatten and supports_logits_at_targets(model),
+    )
+
+
+def _apply_method(config: RunConfig, checked: CheckedRun, model, train_rows: int):
     t = config.train
-    total_steps = t.max_steps if t.max_steps > 0 else int(len(train_ds) * t.epochs / (t.batch_size * t.grad_accum)) or 1
+    total_steps = t.max_steps if t.max_steps > 0 else int(train_rows * t.epochs / (t.batch_size * t.grad_accum)) or 1
     ctx = ApplyContext(
-        tokenizer_path=base_path,
+        tokenizer_path=checked.base_path,
         total_steps=total_steps,
         gradient_checkpointing=t.gradient_checkpointing,
-        quantized=quant != "none",
+        quantized=checked.quantization != "none",
     )
-    model = method.apply(model, options, ctx)
-    if precision["autocast"] != "none":
+    model = checked.method.apply(model, checked.options, ctx)
+    if checked.precision["autocast"] != "none":
         for p in model.parameters():
             if p.requires_grad and p.dtype != torch.float32:
                 p.data = p.data.float()
     model.config.use_cache = False  # the KV cache is useless in training and defeats packed masks
-    params = count_parameters(model)
+    return model
 
-    info = {
+
+def _device_of(model) -> str:
+    return next(model.parameters()).device.type
+
+
+def _run_info(config, checked: CheckedRun, plan: Batching, params, train_ds, eval_ds, device: str) -> dict:
+    t = config.train
+    return {
         "name": config.name,
         "status": "running",
         "config": config.model_dump(mode="json"),
-        "method": {"name": method.name, "family": method.family, "options": options},
-        "learning_rate": t.learning_rate or method.learning_rate,
-        "base_model": base_path,
-        "quantization": quant,
-        "precision": precision,
+        "method": {"name": checked.method.name, "family": checked.method.family, "options": checked.options},
+        "learning_rate": t.learning_rate or checked.method.learning_rate,
+        "base_model": checked.base_path,
+        "quantization": checked.quantization,
+        "precision": checked.precision,
         "seed": config.seed,
         "versions": package_versions(),
         "git_commit": git_commit(),
@@ -149,17 +189,20 @@ def train(config: RunConfig, output_dir: str | Path | None = None, resume: bool 
         "data": {
             "train_rows": len(train_ds),
             "eval_rows": _rows(eval_ds),
-            "batches": "padding-free" if flatten else "packed rows" if config.data.packing is True else "padded",
-            "attention": "per example" if varlen else "masked",
+            "batches": "padding-free" if plan.flatten else "packed rows" if config.data.packing is True else "padded",
+            "attention": "per example" if plan.varlen else "masked",
             "dropout": "codepeft (64-bit draws)" if t.fast_dropout and device == "cpu" else "torch",
-            "logits": "at loss targets" if logits_on_targets else "every position",
+            "logits": "at loss targets" if plan.logits_on_targets else "every position",
         },
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
         **params,
     }
-    _write_json(run_dir / "run.json", info)
 
-    args = TrainingArguments(
+
+def _training_arguments(config: RunConfig, run_dir: Path, info: dict, evaluates: bool, device: str):
+    t = config.train
+    autocast = info["precision"]["autocast"]
+    return TrainingArguments(
         output_dir=str(run_dir / "checkpoints"),
         max_steps=t.max_steps if t.max_steps > 0 else -1,
         num_train_epochs=t.epochs,
@@ -174,7 +217,7 @@ def train(config: RunConfig, output_dir: str | Path | None = None, resume: bool 
         optim=t.optimizer,
         gradient_checkpointing=t.gradient_checkpointing,
         logging_steps=t.logging_steps,
-        eval_strategy="steps" if eval_ds is not None else "no",
+        eval_strategy="steps" if evaluates else "no",
         eval_steps=t.eval_steps,
         save_strategy="steps",
         save_steps=t.save_steps,
@@ -187,8 +230,14 @@ def train(config: RunConfig, output_dir: str | Path | None = None, resume: bool 
         dataloader_num_workers=t.num_workers,
         use_cpu=device == "cpu",
         disable_tqdm=False,
-        **({precision["autocast"]: True} if precision["autocast"] != "none" else {}),
+        **({autocast: True} if autocast != "none" else {}),
     )
+
+
+def _trainer(config, checked: CheckedRun, plan: Batching, model, tokenizer, train_ds, eval_ds, run_dir, info):
+    """The Trainer with its arguments, callbacks and codepeft's options; and the metrics log."""
+    t = config.train
+    args = _training_arguments(config, run_dir, info, eval_ds is not None, _device_of(model))
     if "tensorboard" in t.report_to:  # transformers 5 reads the log directory from the environment
         os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(run_dir / "tensorboard"))
     metrics = MetricsLog(run_dir / "metrics.jsonl")
@@ -200,37 +249,36 @@ def train(config: RunConfig, output_dir: str | Path | None = None, resume: bool 
         args=args,
         train_dataset=train_ds,
         eval_dataset=eval_ds,
-        data_collator=Collator(tokenizer.pad_token_id, encoder_decoder, flatten=flatten, boundaries=varlen),
+        data_collator=Collator(
+            tokenizer.pad_token_id, plan.encoder_decoder, flatten=plan.flatten, boundaries=plan.varlen
+        ),
         processing_class=tokenizer,
         callbacks=callbacks,
+        explode_factor=t.explode_factor,
+        logits_on_targets=plan.logits_on_targets,
     )
-    trainer.explode_factor = t.explode_factor
-    trainer.logits_on_targets = logits_on_targets
-    checkpoint = last_good_checkpoint(args.output_dir) if resume else None
-    if resume:
-        metrics.truncate_after(int(checkpoint.rsplit("-", 1)[1]) if checkpoint else 0)
+    return trainer, metrics
 
-    try:
-        attention = varlen_attention_enabled(trainer.model) if varlen else contextlib.nullcontext()
-        masks = fast_dropout_enabled(trainer.model) if t.fast_dropout else contextlib.nullcontext()
-        with PeakMemory(cuda=device == "cuda") as mem, attention, masks:
-            output = trainer.train(resume_from_checkpoint=checkpoint)
-    except BaseException as err:
-        info.update(status="failed", error=f"{type(err).__name__}: {err}")
-        _write_json(run_dir / "run.json", info)
-        raise
 
-    final_eval = None
-    if eval_ds is not None:
-        # Evaluate at the final step unless the schedule just did (its row is already logged).
-        last = [h for h in trainer.state.log_history if h.get("step") == trainer.state.global_step]
-        final_eval = _eval_loss(
-            next((h for h in last if any(k.endswith("_loss") and k.startswith("eval") for k in h)), None)
-            or trainer.evaluate()
-        )
-    model.config.use_cache = True
-    weights = save_weights(trainer.model, tokenizer, run_dir, method.family, base_path)
-    cost = {
+def _fit(trainer, config: RunConfig, plan: Batching, checkpoint: str | None):
+    """Train (from `checkpoint` when resuming) with codepeft's attention and dropout kernels on,
+    measuring peak memory and wall time."""
+    attention = varlen_attention_enabled(trainer.model) if plan.varlen else contextlib.nullcontext()
+    masks = fast_dropout_enabled(trainer.model) if config.train.fast_dropout else contextlib.nullcontext()
+    with PeakMemory(cuda=_device_of(trainer.model) == "cuda") as mem, attention, masks:
+        output = trainer.train(resume_from_checkpoint=checkpoint)
+    return output, mem
+
+
+def _final_eval_loss(trainer) -> float | None:
+    """The eval loss at the final step; evaluated now unless the schedule just did (its row is logged)."""
+    last = [h for h in trainer.state.log_history if h.get("step") == trainer.state.global_step]
+    logged = next((h for h in last if any(k.endswith("_loss") and k.startswith("eval") for k in h)), None)
+    return _eval_loss(logged or trainer.evaluate())
+
+
+def _cost(params: dict, mem, trainer, checkpoint: str | None, device: str) -> dict:
+    return {
         **params,
         "peak_memory_bytes": mem.peak,
         "peak_memory_gb": round(mem.peak / 2**30, 3),
@@ -246,18 +294,6 @@ def train(config: RunConfig, output_dir: str | Path | None = None, resume: bool 
         "resumed_from": checkpoint,
         "device": device,
     }
-    _write_json(run_dir / "cost.json", cost)
-    info.update(
-        status="completed",
-        finished=time.strftime("%Y-%m-%dT%H:%M:%S"),
-        weights=str(weights.relative_to(run_dir)),
-        final_train_loss=output.training_loss,
-        final_eval_loss=final_eval,
-    )
-    _write_json(run_dir / "run.json", info)
-    # Without accelerate's autocast wrapper, the model in memory computes as the reloaded one does.
-    tuned = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False).eval()
-    return RunResult(run_dir, cost, output.training_loss, final_eval, tuned, tokenizer)
 
 
 def _make_trainer(model, **kwargs) -> CodepeftTrainer:

@@ -22,9 +22,15 @@ class CodepeftTrainer(Trainer):
 
     tokens_seen = 0
     targets_seen = 0  # tokens that carry a loss
-    explode_factor: float | None = 1000.0
-    logits_on_targets = False  # set for padding-free batches of models that take `logits_to_keep`
     _norms: list[float]
+
+    def __init__(self, *args, explode_factor: float | None = 1000.0, logits_on_targets: bool = False, **kwargs):
+        """`explode_factor`: stop when the gradient norm exceeds this many times the recent median
+        (None: only NaN / inf stop); `logits_on_targets`: compute logits only where the loss reads
+        them (padding-free batches of models that take `logits_to_keep`)."""
+        self.explode_factor = explode_factor
+        self.logits_on_targets = logits_on_targets
+        super().__init__(*args, **kwargs)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         n = inputs.pop("num_tokens", None)
