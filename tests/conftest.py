@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import os
-import warnings
 from pathlib import Path
 
 import pytest
-
-FIXTURES = Path(__file__).parent / "fixtures"
-CORE_ARCHS = ("gpt_bigcode", "llama", "qwen2", "codegen", "t5")
+from helpers import TRAIN_ROWS, write_jsonl
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -24,7 +20,6 @@ def _isolated_cache(tmp_path_factory):
     # numbers must not depend on the machine, so it runs fp32 everywhere. The choice itself is
     # tested with both answers (tests/test_hardware.py).
     os.environ["CODEPEFT_CPU_BF16"] = "0"
-    warnings.filterwarnings("ignore")
 
 
 @pytest.fixture(params=["avx2", "avx512_bf16"])
@@ -65,29 +60,7 @@ def tiny_model(tmp_path_factory, tiny_tokenizer):
     return make
 
 
-def write_jsonl(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
-
-
-TRAIN_ROWS = [
-    {"instruction": f'def add_{i}(x):\n    """Return x plus {i}."""\n', "output": f"    return x + {i}\n"}
-    for i in range(24)
-]
-
-
 @pytest.fixture
 def train_file(tmp_path) -> Path:
     """A tiny, fixed instruction set: easy to fit in a few steps."""
     return write_jsonl(tmp_path / "train.jsonl", TRAIN_ROWS)
-
-
-def run_eval(model_dir, tasks: str, out: Path, *extra: str):
-    """`codepeft eval` as a user runs it; returns the printed output and each task's result file."""
-    from typer.testing import CliRunner
-
-    from codepeft.cli import app
-
-    result = CliRunner().invoke(app, ["eval", str(model_dir), "--tasks", tasks, "--output-dir", str(out), *extra])
-    assert result.exit_code == 0, result.output
-    return result.output, {t: json.loads((out / f"{t}.json").read_text()) for t in tasks.split(",")}

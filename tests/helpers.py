@@ -2,7 +2,24 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from codepeft import load_config
+
+FIXTURES = Path(__file__).parent / "fixtures"
+CORE_ARCHS = ("gpt_bigcode", "llama", "qwen2", "codegen", "t5")
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+TRAIN_ROWS = [
+    {"instruction": f'def add_{i}(x):\n    """Return x plus {i}."""\n', "output": f"    return x + {i}\n"}
+    for i in range(24)
+]
 
 
 def tiny_run_config(tiny_model, train_file, arch="gpt_bigcode", *extra):
@@ -23,3 +40,14 @@ def tiny_run_config(tiny_model, train_file, arch="gpt_bigcode", *extra):
             *extra,
         ],
     )
+
+
+def run_eval(model_dir, tasks: str, out: Path, *extra: str):
+    """`codepeft eval` as a user runs it; returns the printed output and each task's result file."""
+    from typer.testing import CliRunner
+
+    from codepeft.cli import app
+
+    result = CliRunner().invoke(app, ["eval", str(model_dir), "--tasks", tasks, "--output-dir", str(out), *extra])
+    assert result.exit_code == 0, result.output
+    return result.output, {t: json.loads((out / f"{t}.json").read_text()) for t in tasks.split(",")}

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import TRAIN_ROWS, write_jsonl
+from helpers import TRAIN_ROWS, write_jsonl
 from typer.testing import CliRunner
 
 from codepeft.cli import app

@@ -190,7 +190,7 @@ def test_baselines_are_listed_and_cannot_be_trained(tmp_path):
 
 
 def test_eval_with_icl_repeats_over_seeds(tiny_model, tmp_path):
-    from conftest import run_eval
+    from helpers import run_eval
 
     output, results = run_eval(
         tiny_model("gpt_bigcode"),
@@ -223,7 +223,7 @@ def test_eval_with_icl_repeats_over_seeds(tiny_model, tmp_path):
 
 
 def test_eval_with_rag_on_a_match_task(tiny_model, tmp_path):
-    from conftest import run_eval
+    from helpers import run_eval
 
     _, results = run_eval(
         tiny_model("llama"),

@@ -9,7 +9,7 @@ from collections import Counter
 
 import pytest
 import torch
-from conftest import FIXTURES, write_jsonl
+from helpers import FIXTURES, write_jsonl
 
 from codepeft.config import DatasetSpec, DataSpec
 from codepeft.data import build_datasets, load_examples

@@ -151,10 +151,10 @@ def test_exec_cli_prints_one_json_object(tmp_path):
 
 
 def test_eval_cli_reads_task_data_from_a_local_file(tmp_path, tiny_model):
-    from conftest import FIXTURES
+    from helpers import FIXTURES
 
     out = tmp_path / "ev"
-    from conftest import run_eval
+    from helpers import run_eval
 
     output, results = run_eval(
         str(tiny_model("llama")),

@@ -7,7 +7,7 @@ import re
 
 import pytest
 import torch
-from conftest import CORE_ARCHS
+from helpers import CORE_ARCHS
 from peft import PeftModel
 from safetensors.torch import load_file
 
@@ -162,7 +162,7 @@ CASES = [(a, m) for a in CORE_ARCHS for m in NAMED + GENERIC]
 @pytest.mark.numerics
 @pytest.mark.parametrize(("arch", "name"), CASES, ids=[f"{a}-{m}" for a, m in CASES])
 def test_method_on_architecture(tmp_path, tiny_model, tiny_tokenizer, train_file, arch, name):
-    from conftest import TRAIN_ROWS
+    from helpers import TRAIN_ROWS
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
     path = tiny_model(arch)

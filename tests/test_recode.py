@@ -77,7 +77,7 @@ def test_robust_metrics_sampled_by_hand():
 def test_recode_through_eval(tmp_path, tiny_model):
 
     out = tmp_path / "ev"
-    from conftest import run_eval
+    from helpers import run_eval
 
     output, results = run_eval(
         str(tiny_model("gpt_bigcode")), "recode-format", out, "--limit", "2", "--max-new-tokens", "8"

@@ -10,8 +10,7 @@ import yaml
 
 from codepeft.report import analysis as A
 from codepeft.report import write_report
-from codepeft.study.runner import store_path
-from codepeft.study.store import Store, flatten_scores
+from codepeft.study.store import Store, flatten_scores, store_path
 
 # (model, size, method, family, dataset, pass@1, em@1, test loss, trainable, peak GB)
 ROWS = [

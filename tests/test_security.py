@@ -42,7 +42,7 @@ def test_security_task_runs_through_eval(tmp_path, tiny_model):
 
     assert get_task("security-python").kind == "security"
     out = tmp_path / "ev"
-    from conftest import run_eval
+    from helpers import run_eval
 
     output, results = run_eval(
         str(tiny_model("gpt_bigcode")), "security-python", out, "--limit", "3", "--max-new-tokens", "8"

@@ -118,7 +118,7 @@ def test_codebleu_rewards_structure_over_tokens():
 
 
 def test_conala_match_task_on_a_real_schema_fixture(tmp_path):
-    from conftest import FIXTURES
+    from helpers import FIXTURES
 
     from codepeft.evaluation import score_file
 

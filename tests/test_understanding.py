@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import FIXTURES
+from helpers import FIXTURES
 
 from codepeft.execution import SandboxPool
 from codepeft.tasks import get_task
@@ -89,7 +89,7 @@ def test_one_shot_prompt_carries_an_example_not_in_the_set():
 def test_classification_through_eval(tmp_path, tiny_model):
 
     out = tmp_path / "ev"
-    from conftest import run_eval
+    from helpers import run_eval
 
     output, results = run_eval(
         str(tiny_model("llama")), "clone-detection,defect-detection", out, "--limit", "4", "--max-new-tokens", "4"

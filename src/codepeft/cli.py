@@ -492,8 +492,8 @@ def _study_event(event: str, cell: dict) -> None:
 def _print_study_status(cfg) -> None:
     from codepeft.study.cells import expand
     from codepeft.study.lifetime import DirLock, alive
-    from codepeft.study.runner import store_path
-    from codepeft.study.store import Store
+    from codepeft.study.specs import spec_changed
+    from codepeft.study.store import Store, store_path
 
     holder = DirLock(cfg.directory, "study").holder()
     running_now = bool(holder) and alive(holder)
@@ -509,7 +509,7 @@ def _print_study_status(cfg) -> None:
     for cell in expand(cfg):
         row = known.get(cell["cell_id"], {})
         status = row.get("status", "pending")
-        if row and row.get("spec") != json.dumps(cell["spec"]):
+        if row and spec_changed(row.get("spec"), cell["spec"]):
             status = "pending"  # the config changed since this cell ran: it runs again
         elif status == "running" and not running_now:
             status = "interrupted"  # its study process is gone (killed): the next run resumes it

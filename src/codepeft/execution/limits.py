@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -14,7 +14,3 @@ class Limits:
     disk_mb: int = 64  # all files it writes together (bubblewrap level: size-capped tmpfs)
     processes: int = 32
     output_bytes: int = 8192  # how much stdout / stderr is kept in the result
-
-    def scaled(self, factor: float) -> Limits:
-        """Slower machines need longer limits (correct programs must not time out)."""
-        return replace(self, cpu_seconds=self.cpu_seconds * factor, wall_seconds=self.wall_seconds * factor)

@@ -41,6 +41,7 @@ import psutil
 from codepeft.errors import CodepeftError
 from codepeft.execution import confine
 from codepeft.execution.limits import Limits
+from codepeft.execution.zygote_program import head  # the zygote's own reader, shared
 
 SLOT_UID_BASE = 100_000
 
@@ -281,13 +282,6 @@ def _processes_of(uid: int) -> list[psutil.Process]:
     return out
 
 
-def _head(path: Path, limit: int) -> str:
-    with path.open("rb") as fh:
-        data = fh.read(limit + 1)
-    text = data[:limit].decode("utf-8", errors="replace")
-    return text + ("\n[... truncated]" if len(data) > limit else "")
-
-
 def run_sandboxed(
     argv: list[str],
     workdir: Path,
@@ -354,8 +348,8 @@ def run_sandboxed(
             signal=sig,
             timed_out=timed_out,
             duration_s=duration,
-            stdout=_head(out_path, limits.output_bytes),
-            stderr=_head(err_path, limits.output_bytes),
+            stdout=head(str(out_path), limits.output_bytes),
+            stderr=head(str(err_path), limits.output_bytes),
         )
 
 

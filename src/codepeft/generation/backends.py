@@ -17,6 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from codepeft.errors import CodepeftError
+from codepeft.families import MethodFamily
 from codepeft.models.loading import context_limit
 
 
@@ -234,12 +235,12 @@ def make_backend(
     tokenizer,
     base_model: str | None = None,
     adapter_dir: str | None = None,
-    method_family: str = "zero-shot",
+    method_family: MethodFamily = MethodFamily.ZERO_SHOT,
 ) -> GenerationBackend:
     """`auto` picks vLLM for base models and LoRA adapters when it can run, else Hugging Face."""
     if kind not in ("auto", "hf", "vllm"):
         raise CodepeftError(f"backend must be auto, hf or vllm, not {kind!r}")
-    vllm_fits = method_family in ("zero-shot", "full", "lora")  # codepeft.methods.MethodFamily values
+    vllm_fits = method_family in (MethodFamily.ZERO_SHOT, MethodFamily.FULL, MethodFamily.LORA)
     if kind == "vllm":
         if not vllm_usable():
             raise CodepeftError("the vllm backend needs a CUDA GPU and `pip install vllm`; use --backend hf")

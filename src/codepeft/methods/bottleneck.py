@@ -169,9 +169,3 @@ def load_bottleneck(model: nn.Module, adapter_dir: str | Path) -> nn.Module:
     device = next(model.parameters()).device
     model.load_state_dict({k: v.to(device) for k, v in state.items()}, strict=False)
     return model
-
-
-def analytic_parameter_count(model: nn.Module, method: str, size: int) -> int:
-    """2·d·b + b + d per adapter (two projections with biases)."""
-    d = hidden_size_of(model.config)
-    return len(adapter_sites(model, method)) * (2 * d * size + size + d)

@@ -13,7 +13,7 @@ import pandas as pd
 
 from codepeft.report import analysis as A
 from codepeft.report import figures as F
-from codepeft.study.runner import open_store
+from codepeft.study.store import open_store
 
 
 def _write_table(frame: pd.DataFrame, directory: Path, name: str) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from codepeft.families import ZERO_SHOT, MethodFamily
 from codepeft.study.config import StudyConfig, slug
+from codepeft.study.specs import spec_changed, spec_text
 
 
 def _family(method: str) -> MethodFamily:
@@ -124,11 +125,10 @@ def _forget_if_changed(cell_dir: Path, spec: dict) -> None:
     import shutil
 
     marker = cell_dir / "spec.json"
-    text = json.dumps(spec, sort_keys=True)
-    if marker.is_file() and marker.read_text() != text:
+    if spec_changed(marker.read_text() if marker.is_file() else None, spec):
         for part in ("run", "eval"):
             shutil.rmtree(cell_dir / part, ignore_errors=True)
-    marker.write_text(text)
+    marker.write_text(spec_text(spec))
 
 
 def _log_to(path: Path) -> None:

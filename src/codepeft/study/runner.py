@@ -34,22 +34,7 @@ from codepeft.study import worker
 from codepeft.study.cells import expand, run_cell
 from codepeft.study.config import StudyConfig
 from codepeft.study.lifetime import Busy, DirLock, owner, stop_descendants
-from codepeft.study.store import Store
-
-STORE_NAME = "results.sqlite"
-
-
-def store_path(directory: str | Path) -> Path:
-    return Path(directory) / STORE_NAME
-
-
-def open_store(directory: str | Path, must_exist: bool = True) -> Store:
-    path = store_path(directory)
-    if must_exist and not path.is_file():
-        raise CodepeftError(
-            f"no study results in {directory} (missing {STORE_NAME}); run `codepeft study CONFIG` first"
-        )
-    return Store(path)
+from codepeft.study.store import Store, open_store
 
 
 def prepare(config: StudyConfig) -> tuple[Store, list[dict]]:

@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from codepeft.errors import CodepeftError
+from codepeft.study.specs import spec_changed, spec_text
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS cells (
@@ -84,17 +85,19 @@ class Store:
         """Register the grid's cells. A known cell keeps its status and results unless its spec
         (model, method options, data, training or evaluation settings) changed: then it is due again."""
         with self.transaction() as db:
+            recorded = dict(db.execute("SELECT cell_id, spec FROM cells").fetchall())
             for c in cells:
-                db.execute(
-                    "UPDATE cells SET status='pending', spec=? WHERE cell_id=? AND spec IS NOT ?",
-                    (json.dumps(c["spec"]), c["cell_id"], json.dumps(c["spec"])),
-                )
+                if spec_changed(recorded.get(c["cell_id"]), c["spec"]):
+                    db.execute(
+                        "UPDATE cells SET status='pending', spec=? WHERE cell_id=?",
+                        (spec_text(c["spec"]), c["cell_id"]),
+                    )
                 db.execute(
                     "INSERT OR IGNORE INTO cells (cell_id, model, model_path, model_size, method, method_label, family,"
                     " dataset, seed, spec) VALUES (?,?,?,?,?,?,?,?,?,?)",
                     (
                         c["cell_id"], c["model"], c["model_path"], c.get("model_size"), c["method"],
-                        c["method_label"], c["family"], c["dataset"], c["seed"], json.dumps(c["spec"]),
+                        c["method_label"], c["family"], c["dataset"], c["seed"], spec_text(c["spec"]),
                     ),
                 )  # fmt: skip
 
@@ -220,3 +223,19 @@ def flatten_scores(task: str, scores: dict) -> list[dict]:
         if isinstance(s, dict):
             visit(metric, s)
     return rows
+
+
+STORE_NAME = "results.sqlite"
+
+
+def store_path(directory: str | Path) -> Path:
+    return Path(directory) / STORE_NAME
+
+
+def open_store(directory: str | Path, must_exist: bool = True) -> Store:
+    path = store_path(directory)
+    if must_exist and not path.is_file():
+        raise CodepeftError(
+            f"no study results in {directory} (missing {STORE_NAME}); run `codepeft study CONFIG` first"
+        )
+    return Store(path)

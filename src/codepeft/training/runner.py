@@ -215,7 +215,7 @@ def _training_arguments(config: RunConfig, run_dir: Path, info: dict, evaluates:
         weight_decay=t.weight_decay,
         max_grad_norm=t.max_grad_norm,
         optim=t.optimizer,
-        gradient_checkpointing=t.gradient_checkpointing,
+        activation_checkpointing=t.gradient_checkpointing,  # transformers 5 name of gradient checkpointing
         logging_steps=t.logging_steps,
         eval_strategy="steps" if evaluates else "no",
         eval_steps=t.eval_steps,
