@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from helpers import FIXTURES
 from typer.testing import CliRunner
 
 from codepeft.baselines import ICL, RAG, TaskPrompt, make_baseline
@@ -17,7 +18,7 @@ from codepeft.data import load_examples
 from codepeft.data.formats import query_text
 from codepeft.errors import CodepeftError
 
-POOL_FILE = __import__("conftest").FIXTURES / "retrieval_pool.jsonl"
+POOL_FILE = FIXTURES / "retrieval_pool.jsonl"
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from helpers import FIXTURES
 
 from codepeft.execution import SandboxPool
 from codepeft.tasks import extract_code, get_task, render_prompt
@@ -162,7 +163,7 @@ def test_unknown_task_lists_known_ones():
     assert get_task("mbpp-loss").kind == "loss"
 
 
-JAVA_FIXTURE = str(__import__("conftest").FIXTURES / "humanevalpack_java.jsonl")
+JAVA_FIXTURE = str(FIXTURES / "humanevalpack_java.jsonl")
 
 
 @pytest.mark.skipif(not __import__("shutil").which("javac"), reason="no javac on this machine")
