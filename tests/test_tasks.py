@@ -45,7 +45,7 @@ def test_every_shipped_bug_fails_its_tests_and_is_reproducible(pool):
 
 
 def test_fix_prompt_shows_bug_tests_and_instruction():
-    task = get_task("humanevalfix-python")
+    task = get_task("humanevalfix-python-mutants")
     problem = task.problems()[0]
     prompt = task.prompt(problem)
     text = render_prompt(prompt, "octocoder")

@@ -239,7 +239,7 @@ def eval_cmd(
     limit: int = typer.Option(None, help="Keep the first N problems of each task."),
     max_new_tokens: int = typer.Option(256, "--max-new-tokens"),
     batch_size: int = typer.Option(8, "--batch-size"),
-    prompt_format: str = typer.Option(None, "--prompt-format", help="plain, octocoder, alpaca or chat."),
+    prompt_format: str = typer.Option(None, "--prompt-format", help="plain, instruct, octocoder, alpaca or chat."),
     backend: str = typer.Option("auto", help="auto, hf or vllm."),
     workers: int = typer.Option(2, help="Sandbox worker processes."),
     seed: int = typer.Option(0),

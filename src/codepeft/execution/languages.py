@@ -76,6 +76,17 @@ class Language:
     def ro_binds(self) -> list[str]:
         return []
 
+    # (what is missing, how to get it): programs, then files (headers, libraries)
+    needs: tuple[tuple[str, str], ...] = ()
+
+    def missing(self) -> str | None:
+        """What this machine lacks to build and run programs in this language (None: nothing),
+        so a task says so instead of scoring every program 0."""
+        absent = [(what, how) for what, how in self.needs if not (shutil.which(what) or Path(what).exists())]
+        if not absent:
+            return None
+        return f"{self.name} programs need {', '.join(w for w, _ in absent)} ({'; '.join(h for _, h in absent)})"
+
     def syntax_error(self, source: str) -> str | None:
         """A compile error found without running anything (None when fine or unknown)."""
         return None
@@ -118,6 +129,7 @@ class Java(Language):
     """A program whose public class `Main` has the tests in `main` (the HumanEvalPack Java layout)."""
 
     name = "java"
+    needs = (("javac", "apt-get install default-jdk-headless"), ("java", "apt-get install default-jdk-headless"))
     # The JVM reserves its address space up front and runs ~20 threads: limit the heap instead.
     limits = replace(Limits(), memory_mb=None, processes=256, cpu_seconds=20.0, wall_seconds=30.0)
 
@@ -135,19 +147,14 @@ class Java(Language):
             "}\n"
         )
 
-    @staticmethod
-    def _tool(name: str) -> str:
-        found = shutil.which(name)
-        return str(Path(found).resolve()) if found else name
-
     _JVM = ["-J-Xmx512m", "-J-XX:+UseSerialGC", "-J-XX:TieredStopAtLevel=1"]
 
     def compile_argv(self):
-        return [self._tool("javac"), *self._JVM, "-nowarn", "-d", ".", "Main.java", "CodepeftRunner.java"]
+        return [_tool("javac"), *self._JVM, "-nowarn", "-d", ".", "Main.java", "CodepeftRunner.java"]
 
     def run_argv(self):
         jvm = [flag.removeprefix("-J") for flag in self._JVM]
-        return [self._tool("java"), *jvm, "-cp", ".", "CodepeftRunner"]
+        return [_tool("java"), *jvm, "-cp", ".", "CodepeftRunner"]
 
     def ro_binds(self):
         return [p for p in ("/etc/java-17-openjdk", "/etc/java-21-openjdk", "/etc/alternatives") if Path(p).exists()]
@@ -162,4 +169,117 @@ class Java(Language):
         return found[0].rsplit(".", 1)[-1]
 
 
-LANGUAGES: dict[str, Language] = {lang.name: lang for lang in (Python(), Java())}
+def _tool(name: str) -> str:
+    """A toolchain binary by its real path (bubblewrap binds real paths, not symlinks)."""
+    found = shutil.which(name)
+    return str(Path(found).resolve()) if found else name
+
+
+class JavaScript(Language):
+    """A Node.js program whose tests run at the top level (the HumanEvalPack JavaScript layout).
+
+    `console.assert` only prints in Node, so the runner makes it throw: a failed check is then an
+    AssertionError and a non-zero exit, not a line on stderr that a pass would hide."""
+
+    name = "javascript"
+    needs = (("node", "apt-get install nodejs"),)
+    # V8 reserves its address space up front: limit the heap instead.
+    limits = replace(Limits(), memory_mb=None, processes=64)
+    RUNNER = (
+        "const fs = require('fs');\n"
+        "const { AssertionError } = require('assert');\n"
+        "const end = fs.readFileSync(0, 'utf8').split('\\n')[0];\n"
+        "console.assert = (ok, ...what) => {\n"
+        "  if (!ok) throw new AssertionError({ message: ['Assertion failed', ...what].join(' ') });\n"
+        "};\n"
+        "require('./main.js');\n"
+        "fs.writeSync(1, end + '\\n');\n"
+    )
+
+    # HumanEvalPack's md5 problem requires the npm package `js-md5`; Node's own crypto gives the
+    # same function (md5 of a string as hex), so the sandbox needs no package download.
+    JS_MD5 = "module.exports = (text) => require('crypto').createHash('md5').update(text).digest('hex');\n"
+
+    def write(self, source, workdir, guard):
+        (workdir / "main.js").write_text(source)
+        (workdir / "runner.js").write_text(self.RUNNER)
+        (workdir / "node_modules" / "js-md5").mkdir(parents=True)
+        (workdir / "node_modules" / "js-md5" / "index.js").write_text(self.JS_MD5)
+
+    def run_argv(self):
+        return [_tool("node"), "--max-old-space-size=512", "--stack-size=4000", "runner.js"]
+
+    def ro_binds(self):
+        # Node reads OpenSSL's configuration at start and stops when it may not (a missing file is fine)
+        return [p for p in ("/etc/ssl/openssl.cnf",) if Path(p).exists()]
+
+    _EXC = re.compile(r"^(?:Uncaught )?([A-Z]\w*(?:Error|Exception))\b", re.M)
+
+    def error_type(self, stderr):
+        found = self._EXC.findall(stderr)
+        return found[0] if found else None
+
+
+class Cpp(Language):
+    """A C++17 program whose tests are its `main` (the HumanEvalPack C++ layout). The runner
+    renames that `main` and calls it, printing the end marker only when it returns."""
+
+    name = "cpp"
+    needs = (
+        ("g++", "apt-get install g++"),
+        ("/usr/include/boost/any.hpp", "apt-get install libboost-dev"),
+        ("/usr/include/openssl/md5.h", "apt-get install libssl-dev"),
+    )
+    limits = replace(Limits(), cpu_seconds=20.0, wall_seconds=30.0)
+    RUNNER = (
+        "\n#undef main\n#include <iostream>\n#include <string>\n"
+        "int main() {\n"
+        "    std::string end;\n"
+        "    std::getline(std::cin, end);\n"
+        "    codepeft_tests_main();\n"
+        "    std::cout << std::flush;\n"
+        '    std::printf("%s\\n", end.c_str());\n'
+        "    return 0;\n"
+        "}\n"
+    )
+
+    def write(self, source, workdir, guard):
+        (workdir / "main.cpp").write_text(self.wrap(source))
+
+    @classmethod
+    def wrap(cls, source: str) -> str:
+        """The tests' `main` becomes `codepeft_tests_main` (the last `int main(` of the source)."""
+        head, found, tail = source.rpartition("int main(")
+        if not found:
+            return source  # no tests to run: it fails to link, as it should
+        # the tests' main may end without `return` (allowed for main only): not checked when renamed
+        return f'{head}__attribute__((no_sanitize("undefined"))) int codepeft_tests_main({tail}{cls.RUNNER}'
+
+    def compile_argv(self):
+        # A function that runs off its end without returning a value traps (instead of handing
+        # back whatever a register held, which passes a test now and then); the md5 problem
+        # links OpenSSL's libcrypto (libssl-dev).
+        return [
+            _tool("g++"),
+            "-std=c++17",
+            "-O0",
+            "-w",
+            "-fsanitize=return",
+            "-fsanitize-undefined-trap-on-error",
+            "-o",
+            "main",
+            "main.cpp",
+            "-lcrypto",
+        ]
+
+    def run_argv(self):
+        return ["./main"]
+
+    def error_type(self, stderr):
+        if "Assertion" in stderr and "failed" in stderr:
+            return "AssertionError"
+        found = re.search(r"terminate called after throwing an instance of '([\w:]+)'", stderr)
+        return found.group(1).rsplit(":", 1)[-1] if found else None
+
+
+LANGUAGES: dict[str, Language] = {lang.name: lang for lang in (Python(), Java(), JavaScript(), Cpp())}

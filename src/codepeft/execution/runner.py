@@ -39,6 +39,8 @@ def classify(raw: RawRun, marker: str, lang: Language, limits: Limits) -> tuple[
         return Outcome.KILLED, "ProcessLimit"
     if raw.exit_code == 0 and marker in raw.stdout:
         return Outcome.PASSED, None
+    if raw.signal == signal.SIGABRT and lang.is_assertion(error):  # C and C++ assert() aborts
+        return Outcome.FAILED, error
     if raw.signal is not None:
         return Outcome.KILLED, signal.Signals(raw.signal).name if raw.signal in signal.valid_signals() else None
     if lang.is_assertion(error):

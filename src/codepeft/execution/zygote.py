@@ -26,6 +26,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psutil
@@ -143,6 +144,10 @@ class ZygotePool:
         self.keep = keep
         self.lock = threading.Lock()
         self.count = 0
+        # Zygotes are started from one thread that lives as long as the pool: bubblewrap's
+        # --die-with-parent (PR_SET_PDEATHSIG) fires when the *thread* that started it ends, so a
+        # zygote started from a SandboxPool worker thread died when that pool's threads finished.
+        self.spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="codepeft-zygotes")
 
     def run(self, source: str, marker: str, limits: Limits) -> RawRun:
         """Run one program in an idle zygote (a new one if none is idle); raises `ZygoteDied`
@@ -157,7 +162,7 @@ class ZygotePool:
             try:
                 zygote = self.idle.get_nowait()
             except queue.Empty:
-                return Zygote(self.boot, disk_mb)
+                return self.spawner.submit(Zygote, self.boot, disk_mb).result()
             if zygote.alive() and zygote.disk_mb == disk_mb:
                 with self.lock:
                     self.count -= 1
@@ -179,7 +184,8 @@ class ZygotePool:
             try:
                 self.idle.get_nowait().close()
             except queue.Empty:
-                return
+                break
+        self.spawner.shutdown(wait=False)
 
     def idle_processes(self) -> set[int]:
         """The processes of the idle zygotes (see `Zygote.own_processes`)."""

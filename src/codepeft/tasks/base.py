@@ -31,24 +31,37 @@ class Prompt:
     instruction: str
     answer_prefix: str  # code the model continues; re-joined with its completion
     plain: str | None = None  # the completion-style prompt for base models (default: answer_prefix)
+    context: str | None = None  # what the instruction is about (code to fix), placed as each format wants
+
+    @property
+    def request(self) -> str:
+        """The whole request, instruction first (the octocoder / alpaca / chat order)."""
+        return self.instruction if self.context is None else f"{self.instruction}\n{self.context}"
+
+
+PROMPT_FORMATS = ("plain", "instruct", "octocoder", "alpaca", "chat")
 
 
 def render_prompt(p: Prompt, fmt: str, tokenizer=None) -> str:
-    """Lay a prompt out in one of the training formats, so a tuned model sees what it learned."""
+    """Lay a prompt out in one of the training formats, so a tuned model sees what it learned;
+    `instruct` is the BigCode harness's format for instruction models (context first)."""
     if fmt == "plain":
         return p.plain if p.plain is not None else p.answer_prefix
+    if fmt == "instruct":
+        request = p.instruction if p.context is None else f"{p.context}\n{p.instruction}"
+        return f"{request}\n\n{p.answer_prefix}"
     if fmt == "octocoder":
-        return f"Question: {p.instruction}\n\nAnswer:\n{p.answer_prefix}"
+        return f"Question: {p.request}\n\nAnswer:\n{p.answer_prefix}"
     if fmt == "alpaca":
-        return f"### Instruction:\n{p.instruction}\n### Response:\n{p.answer_prefix}"
+        return f"### Instruction:\n{p.request}\n### Response:\n{p.answer_prefix}"
     if fmt == "chat":
         if tokenizer is None or not getattr(tokenizer, "chat_template", None):
             raise CodepeftError("prompt format 'chat' needs a tokenizer with a chat template")
         head = tokenizer.apply_chat_template(
-            [{"role": "user", "content": p.instruction}], tokenize=False, add_generation_prompt=True
+            [{"role": "user", "content": p.request}], tokenize=False, add_generation_prompt=True
         )
         return head + p.answer_prefix
-    raise CodepeftError(f"unknown prompt format {fmt!r}; use plain, octocoder, alpaca or chat")
+    raise CodepeftError(f"unknown prompt format {fmt!r}; use {', '.join(PROMPT_FORMATS)}")
 
 
 def extract_code(completion: str, answer_prefix: str, entry_point: str | None = None) -> str:
@@ -138,6 +151,15 @@ class Task:
         """Whether a prompting baseline (ICL, RAG) may put examples in front of its prompts;
         classification tasks keep their own shots, loss tasks have no prompt."""
         return self.kind not in (TaskKind.LOSS, TaskKind.CLASSIFICATION)
+
+    def unavailable(self) -> str | None:
+        """Why this task cannot be scored on this machine (a missing toolchain), or None."""
+        if not self.needs_sandbox:
+            return None
+        from codepeft.execution import get_language
+
+        missing = get_language(self.language).missing()
+        return f"{self.name}: {missing}" if missing else None
 
     # --- hooks ------------------------------------------------------------------------------------
     def problems(self) -> list[dict[str, Any]]:

@@ -55,8 +55,8 @@ def shipped_bugs() -> dict[str, dict]:
 class HumanEvalFix(Task):
     def __init__(self):
         super().__init__(
-            name="humanevalfix-python",
-            description="repair a mutated HumanEval solution given its tests (HumanEvalPack-style fix)",
+            name="humanevalfix-python-mutants",
+            description="repair a machine-made mutation bug of a HumanEval solution given its tests",
             metrics=("pass@k",),
             source=f"HumanEval + test-verified mutation bugs ({DATA.name}, seed {DEFAULT_SEED})",
         )

@@ -14,7 +14,9 @@ from codepeft.tasks.base import Task
 from codepeft.tasks.humaneval import HumanEval
 from codepeft.tasks.humanevalexplain import HumanEvalExplain
 from codepeft.tasks.humanevalfix import HumanEvalFix
-from codepeft.tasks.humanevalpack_java import HumanEvalPackJava
+from codepeft.tasks.humanevalpack import LANGUAGES as PACK_LANGUAGES
+from codepeft.tasks.humanevalpack import MODES as PACK_MODES
+from codepeft.tasks.humanevalpack import HumanEvalPack
 from codepeft.tasks.loss import LossTask
 from codepeft.tasks.match import MatchTask
 from codepeft.tasks.recode import ReCode
@@ -40,10 +42,15 @@ def register_task(name: str, make: Callable[..., Task], *, takes_data_files: boo
 
 
 register_task("humaneval", HumanEval)
-register_task("humanevalfix-python", HumanEvalFix)
+register_task("humanevalfix-python-mutants", HumanEvalFix)
 register_task("humanevalexplain-python", HumanEvalExplain)
-register_task("humanevalsynthesize-java", lambda f=None: HumanEvalPackJava("synthesize", f), takes_data_files=True)
-register_task("humanevalfix-java", lambda f=None: HumanEvalPackJava("fix", f), takes_data_files=True)
+for _mode in PACK_MODES:
+    for _language in PACK_LANGUAGES:
+        register_task(
+            f"humaneval{_mode}-{_language}",
+            lambda f=None, m=_mode, lang=_language: HumanEvalPack(m, lang, f),
+            takes_data_files=True,
+        )
 register_task("stdlib-instruct", lambda: MatchTask("stdlib-instruct"))
 register_task("stdlib-oneliners", lambda: MatchTask("stdlib-oneliners"))
 register_task("stdlib-multiline", lambda: MatchTask("stdlib-multiline"))

@@ -3,7 +3,7 @@ clone detection and defect detection, zero- or one-shot.
 
 Offline data (seeded, balanced):
 - defect-detection: HumanEval canonical solutions (NO) and their test-verified mutation bugs
-  from humanevalfix-python (YES), both re-printed by `ast.unparse` without docstrings so the
+  from humanevalfix-python-mutants (YES), both re-printed by `ast.unparse` without docstrings so the
   layout gives nothing away.
 - clone-detection: HumanEval solutions and 150 functions of stdlib-instruct's test split,
   each paired with a semantics-preserving rewrite of itself (identifiers renamed

@@ -1,0 +1,120 @@
+"""HumanEvalPack (OctoPack): synthesize and fix, in Python, Java, JavaScript and C++, on the
+released data shipped with codepeft (`data/shipped/humanevalpack`), scored in the sandbox.
+
+- `humanevalsynthesize-{lang}`: write the function from its docstring (the released `instruction`).
+- `humanevalfix-{lang}`: fix the hand-written bug (`buggy_solution`); the tests are shown as the
+  source of truth, as in the OctoPack paper's HumanEvalFixTests and the Astraios study.
+- `humanevalfixdocs-{lang}`: the same bug with the docstring shown instead of the tests.
+
+Prompts follow the BigCode harness: the code the answer continues is the function's signature
+(with its docstring for synthesize and fixdocs), and for fix the context (buggy code and tests,
+or docstring) comes before the instruction in the `instruct` format and after it in the others.
+The completion is cut where the function closes (or closed where it stopped short) and the
+released tests are appended. A local copy of the hub data in the same schema can replace the
+shipped file (`--task-data NAME=FILE`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from codepeft.data.records import read_file
+from codepeft.data.shipped import read_shipped
+from codepeft.errors import CodepeftError
+from codepeft.tasks.base import PYTHON_STOP, Prompt, Task, extract_code
+
+# language code of the data -> (sandbox language, name in prompts, stop strings, braces open in the prefix)
+LANGUAGES = {
+    "python": ("python", "Python", PYTHON_STOP, 0),
+    "java": ("java", "Java", ["\npublic class Main", "\nclass Main", "\n/**", "```"], 2),
+    "js": ("javascript", "JavaScript", ["\n}\n", "```"], 1),
+    "cpp": ("cpp", "C++", ["\n}\n", "\nint main", "```"], 1),
+}
+MODES = ("synthesize", "fix", "fixdocs")
+FIELDS = ("task_id", "prompt", "declaration", "canonical_solution", "buggy_solution", "test", "entry_point")
+# What the BigCode harness puts in front of every C++ program (completions may rely on it).
+CPP_HEADERS = (
+    "using namespace std;\n#include<stdlib.h>\n#include<algorithm>\n#include<cmath>\n#include<math.h>\n"
+    "#include<numeric>\n#include<stdio.h>\n#include<vector>\n#include<set>\n#include<map>\n#include<queue>\n"
+    "#include<stack>\n#include<list>\n#include<deque>\n#include<boost/any.hpp>\n#include<string>\n"
+    "#include<climits>\n#include<cstring>\n#include<iostream>\n#include<sstream>\n#include<fstream>\n"
+)
+
+
+def close_function(completion: str, open_braces: int) -> str:
+    """The completion up to where the braces opened before it close, or closed for it if it
+    stopped short (a model rarely stops exactly at the function's end)."""
+    if open_braces == 0:
+        return completion
+    depth = open_braces
+    for i, char in enumerate(completion):
+        depth += (char == "{") - (char == "}")
+        if depth == 0:
+            return completion[: i + 1]
+    return completion + "\n" + "}\n" * depth
+
+
+class HumanEvalPack(Task):
+    def __init__(self, mode: str, language: str, data_files: str | None = None):
+        if mode not in MODES or language not in LANGUAGES:
+            raise CodepeftError(f"no HumanEvalPack task {mode}-{language}")
+        sandbox_language, self.language_name, stop, self.open_braces = LANGUAGES[language]
+        shown = {"synthesize": "the docstring", "fix": "the buggy code and its tests", "fixdocs": "the buggy code"}
+        super().__init__(
+            name=f"humaneval{mode}-{language}",
+            description=f"HumanEvalPack {self.language_name} {mode}: given {shown[mode]}; pass@k in the sandbox",
+            metrics=("pass@k",),
+            source=f"HumanEvalPack {language} (164, MIT), shipped; or --task-data FILE",
+            language=sandbox_language,
+            stop=list(stop),
+        )
+        self.mode, self.data_language, self.data_files = mode, language, data_files
+
+    def problems(self):
+        if self.data_files:
+            raw = read_file(Path(self.data_files))
+        else:
+            shipped = f"humanevalpack/{self.data_language}.jsonl.gz"
+            raw = ((f"{shipped} line {i}", rec) for i, rec in enumerate(read_shipped(shipped), 1))
+        problems = []
+        for where, rec in raw:
+            missing = [f for f in FIELDS if f not in rec]
+            if missing:
+                raise CodepeftError(f"{where}: missing HumanEvalPack field(s) {missing}")
+            problems.append(dict(rec))
+        return problems
+
+    def answer_prefix(self, problem: dict) -> str:
+        """The code the model continues: the signature (with the docstring unless fixing from tests)."""
+        return problem["declaration"] if self.mode == "fix" else problem["prompt"]
+
+    def prompt(self, problem):
+        prefix = self.answer_prefix(problem)
+        if self.mode == "synthesize":
+            instruction = problem.get("instruction") or (
+                f"Write a {self.language_name} function `{problem.get('signature', problem['entry_point'])}` "
+                f"to solve the following problem:\n{problem.get('docstring', '')}"
+            )
+            return Prompt(instruction=instruction, answer_prefix=prefix)
+        context = prefix + problem["buggy_solution"]
+        if self.mode == "fix":
+            context += "\n" + problem["test"]
+        comment = "#" if self.data_language == "python" else "//"
+        return Prompt(
+            instruction=f"Fix bugs in {problem['entry_point']}.",
+            answer_prefix=prefix,
+            context=context,
+            plain=f"{context}\n{comment} Fix bugs in {problem['entry_point']}.\n{prefix}",
+        )
+
+    def code_of(self, problem, completion):
+        prefix = self.answer_prefix(problem)
+        code = extract_code(completion, prefix, problem["entry_point"])
+        if not code.startswith(prefix):  # a fenced answer that wrote the whole function itself
+            return code
+        return prefix + close_function(code[len(prefix) :], self.open_braces)
+
+    def program(self, problem, code):
+        if self.data_language == "cpp":
+            code = code.split("int main")[0]
+        return f"{code}\n{problem['test']}\n"

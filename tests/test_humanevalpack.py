@@ -1,0 +1,71 @@
+"""HumanEvalPack on the released data, in every language the sandbox runs: the canonical solution
+passes all 164 problems, the hand-written bug and the empty completion pass none; prompts follow
+the BigCode harness; a missing toolchain is said, not scored 0."""
+
+from __future__ import annotations
+
+import pytest
+
+from codepeft.execution import SandboxPool, get_language
+from codepeft.tasks import Prompt, get_task, render_prompt
+from codepeft.tasks.humanevalpack import LANGUAGES, close_function
+from codepeft.tasks.scoring import score_execution
+
+
+def _passed(task, problems, completions, pool) -> list[str]:
+    result = score_execution(task, problems, completions, [1], pool)
+    return [r["task_id"] for r in result["problems"] if r["passed"]]
+
+
+@pytest.mark.parametrize("language", list(LANGUAGES))
+def test_canonical_passes_everything_bug_and_empty_pass_nothing(language):
+    synth, fix = get_task(f"humanevalsynthesize-{language}"), get_task(f"humanevalfix-{language}")
+    if why := synth.unavailable():
+        pytest.skip(why)
+    problems = synth.problems()
+    assert len(problems) == 164
+    pool = SandboxPool(workers=2)
+    assert len(_passed(synth, problems, [[p["canonical_solution"]] for p in problems], pool)) == 164
+    assert _passed(fix, problems, [[p["buggy_solution"]] for p in problems], pool) == []
+    assert _passed(synth, problems, [[""] for _ in problems], pool) == []
+
+
+def test_fix_prompts_show_tests_or_docstring_and_follow_the_harness_formats():
+    fix, docs = get_task("humanevalfix-cpp"), get_task("humanevalfixdocs-cpp")
+    problem = fix.problems()[0]
+    p, d = fix.prompt(problem), docs.prompt(problem)
+    assert p.answer_prefix == problem["declaration"] and problem["test"] in p.context
+    assert d.answer_prefix == problem["prompt"] and problem["test"] not in d.context
+    assert p.instruction == "Fix bugs in has_close_elements."
+    # instruct: context, instruction, then the code to continue; octocoder: instruction first
+    instruct = render_prompt(p, "instruct")
+    assert instruct.startswith(p.context) and instruct.endswith(f"{p.instruction}\n\n{p.answer_prefix}")
+    assert render_prompt(p, "octocoder").startswith(f"Question: {p.instruction}\n{p.context}")
+    synth = get_task("humanevalsynthesize-js").prompt(get_task("humanevalsynthesize-js").problems()[0])
+    assert synth.context is None and render_prompt(synth, "instruct") == f"{synth.instruction}\n\n{synth.answer_prefix}"
+
+
+def test_completions_are_cut_where_the_function_closes_or_closed_where_they_stop():
+    assert close_function("  return 1;\n}\n\nint main(){}\n", 1) == "  return 1;\n}"
+    assert close_function("    return a;\n    }\n}\nextra", 2) == "    return a;\n    }\n}"
+    assert close_function("  if (x) {\n    return 1;", 1) == "  if (x) {\n    return 1;\n}\n}\n"
+    assert close_function("    return x\n", 0) == "    return x\n"
+
+
+def test_a_request_puts_the_instruction_before_its_context():
+    p = Prompt(instruction="Fix it.", answer_prefix="def f():\n", context="def f(): return 2")
+    assert p.request == "Fix it.\ndef f(): return 2"
+
+
+def test_a_missing_toolchain_is_named_before_anything_loads(monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    from codepeft.cli import app
+
+    monkeypatch.setattr(type(get_language("cpp")), "needs", (("g++-absent", "apt-get install g++"),))
+    samples = tmp_path / "s.jsonl"
+    samples.write_text('{"task_id": "CPP/0", "completion": ""}\n')
+    result = CliRunner().invoke(app, ["score", "humanevalsynthesize-cpp", str(samples)])
+    output = " ".join(result.output.split())
+    assert result.exit_code == 2, output
+    assert "humanevalsynthesize-cpp: cpp programs need g++-absent (apt-get install g++)" in output
