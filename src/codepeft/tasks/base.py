@@ -115,8 +115,9 @@ class Task:
     The default flow is the execution task's (HumanEval and kin): `run` renders `prompt(p)` for
     every problem, generates `settings.n` completions each, and `score` runs `program(p, code)`
     in the sandbox, where `code` is `code_of(p, completion)`. Other kinds override one hook:
-    `score` (match, classification, security), `run` (loss: no generation; ReCode: perturbed
-    variants; explain: two generation stages) or `samples` (classification: one answer).
+    `score` (match, classification, security), `render` (match: laid out as training examples),
+    `run` (loss: no generation; ReCode: perturbed variants; explain: two generation stages) or
+    `samples` (classification: one answer).
     `score` is also what `codepeft score` calls on completions made elsewhere.
     """
 
@@ -174,9 +175,14 @@ class Task:
         """Completions to sample per problem."""
         return settings.n
 
+    def render(self, problems: list[dict], ctx: EvalContext) -> list[str]:
+        """The prompt texts to generate from: `prompt(p)` in the model's format, with a baseline's
+        examples in front when one is evaluated."""
+        return ctx.prompter([self.prompt(p) for p in problems])
+
     def run(self, problems: list[dict], ctx: EvalContext) -> dict:
         """Generate for the problems and score: {"scores": {metric: {...}}, "problems": [...]}."""
-        prompts = ctx.prompter([self.prompt(p) for p in problems])
+        prompts = self.render(problems, ctx)
         settings = replace(ctx.settings, n=self.samples(ctx.settings), stop=self.stop)
         completions = ctx.backend.generate(prompts, settings)
         result = self.score(problems, completions, ctx.ks, ctx.pool)

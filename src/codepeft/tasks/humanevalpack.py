@@ -32,13 +32,6 @@ LANGUAGES = {
 }
 MODES = ("synthesize", "fix", "fixdocs")
 FIELDS = ("task_id", "prompt", "declaration", "canonical_solution", "buggy_solution", "test", "entry_point")
-# What the BigCode harness puts in front of every C++ program (completions may rely on it).
-CPP_HEADERS = (
-    "using namespace std;\n#include<stdlib.h>\n#include<algorithm>\n#include<cmath>\n#include<math.h>\n"
-    "#include<numeric>\n#include<stdio.h>\n#include<vector>\n#include<set>\n#include<map>\n#include<queue>\n"
-    "#include<stack>\n#include<list>\n#include<deque>\n#include<boost/any.hpp>\n#include<string>\n"
-    "#include<climits>\n#include<cstring>\n#include<iostream>\n#include<sstream>\n#include<fstream>\n"
-)
 
 
 def close_function(completion: str, open_braces: int) -> str:

@@ -3,8 +3,6 @@ CodeBLEU (`codebleu`)."""
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from codepeft.config import DatasetSpec
 from codepeft.data import load_examples
 from codepeft.data.formats import query_text, render
@@ -49,17 +47,12 @@ class MatchTask(Task):
         prompt, _ = render(fmt, {**problem, "output": ""}, tokenizer)
         return prompt
 
-    def run(self, problems, ctx):
+    def render(self, problems, ctx):
         # laid out exactly as the training examples were (data.formats), not as a code prompt
         from codepeft.baselines import TaskPrompt
 
         tests = [TaskPrompt(self.text_prompt(p, ctx.fmt, ctx.tokenizer), query_text(p), "") for p in problems]
-        prompts = ctx.prompter.render(tests, [query_text(p) for p in problems])
-        completions = ctx.backend.generate(prompts, replace(ctx.settings, stop=self.stop))
-        result = self.score(problems, completions, ctx.ks, ctx.pool)
-        for record, prompt in zip(result["problems"], prompts, strict=True):
-            record["prompt"] = prompt
-        return result
+        return ctx.prompter.render(tests, [query_text(p) for p in problems])
 
     def score(self, problems, completions, ks, pool=None):
         return score_match(problems, completions, ks)
