@@ -4,12 +4,20 @@ the BigCode harness; a missing toolchain is said, not scored 0."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from codepeft.execution import SandboxPool, get_language
 from codepeft.tasks import Prompt, get_task, render_prompt
-from codepeft.tasks.humanevalpack import LANGUAGES, close_function
+from codepeft.tasks.humanevalpack import HELPER, LANGUAGES, close_function, go_program
 from codepeft.tasks.scoring import score_execution
+
+# Go/95's reference reads the first keys of a Go map, whose order Go randomises on every run:
+# it passes on some runs only (documented in docs/tasks.md).
+ORDER_DEPENDENT_REFERENCES = {"Go/95"}
+# Rust/32's tests draw random polynomials from an unseeded generator: its bug passes now and then.
+RANDOM_TESTS = {"Rust/32"}
 
 
 def _passed(task, problems, completions, pool) -> list[str]:
@@ -21,12 +29,17 @@ def _passed(task, problems, completions, pool) -> list[str]:
 def test_canonical_passes_everything_bug_and_empty_pass_nothing(language):
     synth, fix = get_task(f"humanevalsynthesize-{language}"), get_task(f"humanevalfix-{language}")
     if why := synth.unavailable():
+        if os.environ.get("CI"):  # CI installs every toolchain: a missing one is a failure there
+            pytest.fail(why)
         pytest.skip(why)
     problems = synth.problems()
     assert len(problems) == 164
     pool = SandboxPool(workers=2)
-    assert len(_passed(synth, problems, [[p["canonical_solution"]] for p in problems], pool)) == 164
-    assert _passed(fix, problems, [[p["buggy_solution"]] for p in problems], pool) == []
+    failed = {p["task_id"] for p in problems} - set(
+        _passed(synth, problems, [[p["canonical_solution"]] for p in problems], pool)
+    )
+    assert failed <= ORDER_DEPENDENT_REFERENCES
+    assert set(_passed(fix, problems, [[p["buggy_solution"]] for p in problems], pool)) <= RANDOM_TESTS
     assert _passed(synth, problems, [[""] for _ in problems], pool) == []
 
 
@@ -50,6 +63,25 @@ def test_completions_are_cut_where_the_function_closes_or_closed_where_they_stop
     assert close_function("    return a;\n    }\n}\nextra", 2) == "    return a;\n    }\n}"
     assert close_function("  if (x) {\n    return 1;", 1) == "  if (x) {\n    return 1;\n}\n}\n"
     assert close_function("    return x\n", 0) == "    return x\n"
+
+
+def test_go_and_rust_keep_the_helpers_a_solution_defines_after_it():
+    go = "    return helper(x)\n}\n\nfunc helper(x int) int {\n    return x\n}\n\nfunc TestMain(t *testing.T) {}\n"
+    assert close_function(go, 1, HELPER["go"]) == go.split("\n\nfunc TestMain")[0]
+    rust = "    Kind::A\n}\n\n#[derive(Debug)]\npub enum Kind {\n    A,\n}\nfn main() {}\n"
+    assert close_function(rust, 1, HELPER["rust"]) == rust.split("\nfn main")[0]
+    assert close_function("  return 1;\n}\nint helper() {", 1, HELPER["go"]) == "  return 1;\n}"
+
+
+def test_go_programs_import_what_the_code_and_tests_use_and_nothing_else():
+    code = 'import (\n    "math"\n    "fmt"\n)\n// strings. in a comment\n'
+    code += "func F(x float64) float64 {\n    return math.Abs(x)\n}\n"
+    test = "func TestF(t *testing.T) {\n    assert := assert.New(t)\n    assert.Equal(1.0, F(-1))\n}\n"
+    setup = 'package main\n\nimport (\n    "testing"\n    "github.com/stretchr/testify/assert"\n)\n'
+    program = go_program(code, test, setup)
+    imports = program.split("import (\n")[1].split(")")[0].split()
+    assert imports == ['"math"', '"testing"', '"github.com/stretchr/testify/assert"']
+    assert program.count("package main") == 1 and "func F(" in program
 
 
 def test_a_request_puts_the_instruction_before_its_context():

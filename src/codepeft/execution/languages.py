@@ -5,6 +5,7 @@ Adding a language is one subclass of `Language` registered in LANGUAGES.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from dataclasses import replace
@@ -12,6 +13,7 @@ from pathlib import Path
 
 from codepeft.execution.limits import Limits
 from codepeft.execution.sandbox import sandbox_python
+from codepeft.execution.toolchains import link_tree, prepared, run_build, tool_version
 
 # Removes what lets a Python program reach outside its process; used only in the rlimits
 # fallback (bubblewrap's namespaces make it unnecessary there).
@@ -282,4 +284,157 @@ class Cpp(Language):
         return found.group(1).rsplit(":", 1)[-1] if found else None
 
 
-LANGUAGES: dict[str, Language] = {lang.name: lang for lang in (Python(), Java(), JavaScript(), Cpp())}
+# Runs a compiled test binary with its report on stderr, then prints the end marker read from
+# stdin only when every test passed (the marker stays in the shell, out of the program's reach).
+TEST_BINARY_RUNNER = 'read -r end; "$0" "$@" 1>&2 && printf "%s\\n" "$end"'
+
+
+class Go(Language):
+    """A `package main` test file run with `go test` (the HumanEvalPack Go layout), against
+    Debian's testify in GOPATH mode (/usr/share/gocode). Its compiled packages are prepared once
+    in a build cache that each program gets a copy of, so a program compiles in under a second."""
+
+    name = "go"
+    GOPATH = "/usr/share/gocode"
+    needs = (
+        ("go", "apt-get install golang-go"),
+        (f"{GOPATH}/src/github.com/stretchr/testify/assert", "apt-get install golang-github-stretchr-testify-dev"),
+    )
+    # the Go runtime and toolchain reserve address space and run many threads
+    limits = replace(Limits(), memory_mb=None, processes=256, cpu_seconds=20.0, wall_seconds=30.0)
+
+    @classmethod
+    def _build(cls, into: Path) -> None:
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "HOME": str(into),
+            "GO111MODULE": "off",
+            "GOPATH": cls.GOPATH,
+            "GOCACHE": str(into / "gocache"),
+        }
+        run_build([_tool("go"), "build", "github.com/stretchr/testify/assert"], into, env, "Go's testify")
+
+    def write(self, source, workdir, guard):
+        (workdir / "main_test.go").write_text(source)
+        cache = workdir / ".gocache"  # the program's own copy: go writes its build into it
+        shutil.copytree(prepared(f"go-testify-{tool_version(_tool('go'), 'version')}", self._build) / "gocache", cache)
+        for path in [cache, *cache.rglob("*")]:
+            path.chmod(0o777 if path.is_dir() else 0o666)
+
+    def compile_argv(self):
+        env = f"GO111MODULE=off GOFLAGS= GOPATH={self.GOPATH} GOCACHE=$PWD/.gocache GOTMPDIR=$PWD"
+        return ["/bin/sh", "-c", f"{env} exec {_tool('go')} test -c -vet=off -o main.test main_test.go"]
+
+    def run_argv(self):
+        return ["/bin/sh", "-c", TEST_BINARY_RUNNER, "./main.test", "-test.count=1"]
+
+    def error_type(self, stderr):
+        panic = re.search(r"^panic: (runtime error|[\w.]+)?", stderr, re.M)
+        if panic:
+            return f"Panic({panic.group(1)})" if panic.group(1) else "Panic"
+        if "--- FAIL" in stderr:
+            return "AssertionError"
+        return None
+
+
+class Rust(Language):
+    """A file whose tests are a `#[cfg(test)]` module (the HumanEvalPack Rust layout), built with
+    `rustc --test` against the rand, regex and md5 crates Debian packages, compiled once by cargo
+    offline. Debian's rustc and cargo, so the crates and the compiler match."""
+
+    name = "rust"
+    RUSTC, CARGO, REGISTRY = "/usr/bin/rustc", "/usr/bin/cargo", "/usr/share/cargo/registry"
+    CRATES = {"rand": "0.8", "regex": "1", "md5": "0.7"}
+    needs = (
+        (RUSTC, "apt-get install rustc"),
+        (CARGO, "apt-get install cargo"),
+    )
+    limits = replace(Limits(), memory_mb=None, processes=256, cpu_seconds=20.0, wall_seconds=30.0)
+
+    def missing(self):
+        absent = [
+            f"librust-{crate}-dev" for crate in self.CRATES if not list(Path(self.REGISTRY).glob(f"{crate}-[0-9]*"))
+        ]
+        if absent:
+            tools = super().missing()
+            return (
+                f"{tools}; " if tools else "rust programs need "
+            ) + f"the crates of {' '.join(absent)} (apt-get install {' '.join(absent)})"
+        return super().missing()
+
+    @classmethod
+    def _build(cls, into: Path) -> None:
+        project = into / "project"
+        (project / "src").mkdir(parents=True)
+        (project / "src" / "lib.rs").write_text("")
+        deps = "\n".join(f'{crate} = "{version}"' for crate, version in cls.CRATES.items())
+        (project / "Cargo.toml").write_text(
+            f'[package]\nname = "codepeft-tests"\nversion = "0.0.0"\nedition = "2021"\n\n[dependencies]\n{deps}\n'
+        )
+        (project / ".cargo").mkdir()
+        (project / ".cargo" / "config.toml").write_text(
+            f'[source.crates-io]\nreplace-with = "debian"\n\n[source.debian]\ndirectory = "{cls.REGISTRY}"\n'
+        )
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "HOME": str(into),
+            "CARGO_HOME": str(into / "cargo-home"),
+            "RUSTC": cls.RUSTC,
+            "CARGO_PROFILE_DEV_DEBUG": "0",
+        }
+        out = run_build([cls.CARGO, "build", "--offline", "--message-format=json"], project, env, "Rust's crates")
+        (into / "deps").mkdir()
+        externs = []
+        for line in out.splitlines():
+            message = json.loads(line)
+            if message.get("reason") != "compiler-artifact":
+                continue
+            for rlib in (Path(f) for f in message["filenames"] if f.endswith(".rlib")):
+                if rlib.parent.name == "deps":
+                    shutil.copy2(rlib, into / "deps" / rlib.name)
+                    if message["target"]["name"] in cls.CRATES:
+                        externs.append(f"{message['target']['name']}=deps/{rlib.name}")
+        (into / "externs.txt").write_text("\n".join(externs) + "\n")
+        shutil.rmtree(project)
+        shutil.rmtree(into / "cargo-home", ignore_errors=True)
+
+    def crates(self) -> Path:
+        return prepared(f"rust-crates-{tool_version(self.RUSTC, '--version')}", self._build)
+
+    def write(self, source, workdir, guard):
+        (workdir / "main.rs").write_text(source)
+        link_tree(self.crates() / "deps", workdir / "deps")
+
+    def compile_argv(self):
+        externs = (self.crates() / "externs.txt").read_text().split()
+        return [
+            self.RUSTC,
+            "--edition",
+            "2021",
+            "--test",
+            "-C",
+            "debuginfo=0",
+            "-C",
+            "strip=debuginfo",  # the test binary stays under the file size limit
+            "-C",
+            f"linker={_tool('cc')}",  # by its real path: /etc/alternatives is not in the sandbox
+            "-A",
+            "warnings",
+            "-L",
+            "dependency=deps",
+            *(a for e in externs for a in ("--extern", e)),
+            "-o",
+            "main",
+            "main.rs",
+        ]
+
+    def run_argv(self):
+        return ["/bin/sh", "-c", TEST_BINARY_RUNNER, "./main", "--test-threads=1", "-q"]
+
+    def error_type(self, stderr):
+        if "panicked at" not in stderr:
+            return None
+        return "AssertionError" if re.search(r"assertion.*failed|assertion failed", stderr) else "Panic"
+
+
+LANGUAGES: dict[str, Language] = {lang.name: lang for lang in (Python(), Java(), JavaScript(), Cpp(), Go(), Rust())}

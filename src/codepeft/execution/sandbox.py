@@ -141,6 +141,9 @@ def bwrap_argv(workdir: Path, ro_binds: list[str], disk_mb: int = 64, writable_w
         "--setenv",
         "PATH",
         "/usr/bin:/bin",
+        "--setenv",  # the host's TMPDIR (the working directory outside) does not exist in here
+        "TMPDIR",
+        "/tmp",
         "--remount-ro",
         "/",
     ]

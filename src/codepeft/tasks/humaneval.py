@@ -50,8 +50,12 @@ def without_docstrings(code: str, name: str | None = None) -> str:
 
 
 def test_program(problem: dict, solution: str) -> str:
-    """Solution code followed by the problem's tests and the call that runs them."""
-    return f"{solution}\n\n{problem['test']}\n\ncheck({problem['entry_point']})\n"
+    """Solution code followed by the problem's tests and the call that runs them (the function
+    is held under a second name first: some MBPP functions are themselves called `check`)."""
+    entry = problem["entry_point"]
+    if entry != "check":
+        return f"{solution}\n\n{problem['test']}\n\ncheck({entry})\n"
+    return f"{solution}\n\n_codepeft_candidate = check\n\n{problem['test']}\n\ncheck(_codepeft_candidate)\n"
 
 
 class HumanEval(Task):

