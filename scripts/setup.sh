@@ -10,4 +10,9 @@ fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet "torch==2.13.0"
 .venv/bin/python -m pip install --quiet -e ".[dev]" "torch==2.13.0"
+# EvalPlus's own evaluator, which tests/test_evalplus.py compares codepeft's HumanEval+ verdicts
+# with. Without its dependencies: they are model-provider clients it does not need to evaluate,
+# and they would pin protobuf below what tensorboard needs; the few it imports follow.
+.venv/bin/python -m pip install --quiet --no-deps "evalplus==0.3.1"
+.venv/bin/python -m pip install --quiet appdirs rich tqdm tree-sitter tree-sitter-python tempdir wget termcolor fire psutil
 .venv/bin/python -c "import codepeft, torch; print('codepeft', codepeft.__version__, '| torch', torch.__version__)"

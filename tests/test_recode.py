@@ -80,12 +80,22 @@ def test_recode_through_eval(tmp_path, tiny_model):
     from helpers import run_eval
 
     output, results = run_eval(
-        str(tiny_model("gpt_bigcode")), "recode-format", out, "--limit", "2", "--max-new-tokens", "8"
+        str(tiny_model("gpt_bigcode")),
+        "recode-format,recode-generated-format",
+        out,
+        "--limit",
+        "2",
+        "--max-new-tokens",
+        "8",
     )
-    data = results["recode-format"]
-    assert {"robust_pass@1", "robust_drop@1", "robust_relative@1", "nominal@1"} <= set(data["scores"])
-    assert set(data["scores"]["per_perturbation@1"]) <= set(PERTURBATIONS["format"])
-    assert {r["perturbation"] for r in data["problems"]} >= {"nominal", "tab_indent"}
+    released = {"doc2comments", "new_line_aftercode", "new_line_afterdoc", "new_lines", "split_lines", "tab_indent"}
+    for name, transforms in (("recode-format", released), ("recode-generated-format", set(PERTURBATIONS["format"]))):
+        data = results[name]
+        assert {"robust_pass@1", "robust_drop@1", "robust_relative@1", "nominal@1"} <= set(data["scores"])
+        assert set(data["scores"]["per_perturbation@1"]) <= transforms
+        assert {r["perturbation"] for r in data["problems"]} >= {"nominal", "tab_indent"}
+    # the released file has 5 seeds of new_lines: 2 problems x (nominal + 5 single-seed transforms + 5)
+    assert len(results["recode-format"]["problems"]) == 2 * (1 + 5 + 5)
     assert get_task("recode-syntax").kind == "robustness"
 
 

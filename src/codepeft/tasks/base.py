@@ -16,7 +16,7 @@ from codepeft.errors import CodepeftError
 
 if TYPE_CHECKING:
     from codepeft.baselines import TaskPrompt
-    from codepeft.execution import SandboxPool
+    from codepeft.execution import Limits, SandboxPool
     from codepeft.generation import GenerationBackend, GenerationSettings
 
 # Stop sequences of the BigCode evaluation harness for Python completion.
@@ -203,6 +203,10 @@ class Task:
     def program(self, problem: dict, code: str) -> str:
         """The full program that runs the problem's tests on the code."""
         raise NotImplementedError
+
+    def limits(self, problem: dict) -> Limits | None:
+        """The sandbox limits of this problem's programs (None: the language's defaults)."""
+        return None
 
     def entry_point(self, problem: dict) -> str | None:
         return problem.get("entry_point")

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from codepeft.errors import CodepeftError, did_you_mean
 from codepeft.tasks.base import Task
+from codepeft.tasks.evalplus import EvalPlus
 from codepeft.tasks.humaneval import HumanEval
 from codepeft.tasks.humanevalexplain import HumanEvalExplain
 from codepeft.tasks.humanevalfix import HumanEvalFix
@@ -60,6 +61,8 @@ register_task("codealpaca-py", lambda f=None: MatchTask("codealpaca-py", data_fi
 register_task("stdlib-instruct-loss", lambda: LossTask("stdlib-instruct"))
 register_task("security-python", Security)
 register_task("mbpp", Mbpp)
+register_task("humaneval-plus", lambda: EvalPlus("humaneval"))
+register_task("mbpp-plus", lambda: EvalPlus("mbpp"))
 for _category in ("docstring", "function", "syntax", "format"):
     register_task(f"recode-{_category}", lambda c=_category: ReCode(c))
     register_task(f"recode-generated-{_category}", lambda c=_category: ReCode(c, "humaneval"))

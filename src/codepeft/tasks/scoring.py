@@ -20,7 +20,13 @@ def score_execution(
     jobs, index = [], []
     for i, (problem, samples) in enumerate(zip(problems, completions, strict=True)):
         for j, completion in enumerate(samples):
-            jobs.append((task.program(problem, task.code_of(problem, completion)), task.language, limits))
+            jobs.append(
+                (
+                    task.program(problem, task.code_of(problem, completion)),
+                    task.language,
+                    limits or task.limits(problem),
+                )
+            )
             index.append((i, j))
     results = pool.map(jobs)
     records = [
