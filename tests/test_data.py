@@ -279,3 +279,18 @@ def test_per_example_attention_matches_each_example_alone(tiny_model, tiny_token
             alone = model(input_ids=torch.tensor([ex["input_ids"]])).logits[0]
             torch.testing.assert_close(packed[start : start + len(alone)], alone, atol=1e-5, rtol=1e-5)
             start += len(alone)
+
+
+def test_conala_and_oasst_commitpackft_ship_with_their_published_splits():
+    from codepeft.tasks import get_task
+
+    sizes = {split: len(load_examples(DatasetSpec(source="conala"), split)) for split in ("train", "valid", "test")}
+    assert sizes == {"train": 2135, "valid": 201, "test": 543}
+    first = load_examples(DatasetSpec(source="conala"), "test")[0]
+    assert first["output"] == "{k: (float(d2[k]) / d1[k]) for k in d2}" and first["instruction"].startswith("divide")
+    task = get_task("conala")
+    assert len(task.problems()) == 543 and task.problems()[0]["output"] == first["output"]
+    oasst = load_examples(DatasetSpec(source="oasst-commitpackft"))
+    assert len(oasst) == 151 + 1178 and all(e["instruction"] and e["output"] for e in oasst)
+    with pytest.raises(CodepeftError, match="holds no usable examples"):
+        load_examples(DatasetSpec(source="oasst-commitpackft"), "test")

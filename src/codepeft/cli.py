@@ -202,7 +202,7 @@ def data_list() -> None:
     for col in ("name", "source", "description"):
         table.add_column(col)
     for d in BUILTINS.values():
-        table.add_row(d.name, d.hub_id or "offline (Python standard library)", d.description)
+        table.add_row(d.name, d.origin, d.description)
     console.print(table)
 
 

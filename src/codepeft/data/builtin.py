@@ -15,6 +15,7 @@ from typing import Any
 
 from codepeft.data import stdlib_instruct
 from codepeft.data.records import read_file, read_hub
+from codepeft.data.shipped import read_shipped
 from codepeft.errors import CodepeftError
 
 
@@ -48,6 +49,15 @@ class BuiltinDataset:
             if out is not None:
                 yield where, out
 
+    @property
+    def origin(self) -> str:
+        """Where the records come from by default."""
+        if self.offline is None:
+            return f"hub: {self.hub_id}"
+        if self.offline is stdlib_instruct.load_split:
+            return "mined from the Python standard library"
+        return "shipped with codepeft" + (f" (hub copy: {self.hub_id})" if self.hub_id else "")
+
     def has_split(self, split: str, data_files: str | None) -> bool:
         return data_files is None and (self.offline is not None or split in self.hub_splits)
 
@@ -78,8 +88,26 @@ def _prompt_completion(rec):
 
 
 def _conala(rec):
-    intent = rec.get("rewritten_intent") or rec["intent"]
+    if "nl" in rec or "cmd" in rec:  # the DocPrompting split (shipped, and neulab/docprompting-conala)
+        return {"instruction": rec["nl"], "input": "", "output": rec["cmd"]}
+    intent = rec.get("rewritten_intent") or rec["intent"]  # CoNaLa curated (neulab/conala)
     return {"instruction": intent, "input": "", "output": rec["snippet"]}
+
+
+def _shipped_conala(split: str) -> list[dict]:
+    """CoNaLa in the DocPrompting split (2,135 / 201 / 543), as the PEFT-for-code study used it."""
+    names = {"train": "train", "valid": "dev", "test": "test"}
+    return list(read_shipped(f"conala-docprompting/{names[split]}.json.gz")) if split in names else []
+
+
+def _shipped_oasst_commitpackft(split: str) -> list[dict]:
+    """OctoPack's OASST + CommitPackFT instruction files (151 + 1,178), all for training."""
+    if split != "train":
+        return []
+    return [
+        *read_shipped("octopack/oasstcommitpackft.jsonl.gz"),
+        *read_shipped("octopack/oasstcommitpackftmanual.jsonl.gz"),
+    ]
 
 
 def _is_python(code: str) -> bool:
@@ -151,7 +179,26 @@ BUILTINS: dict[str, BuiltinDataset] = {
             _prompt_completion,
         ),
         BuiltinDataset(
-            "conala", "CoNaLa curated: intent -> one-line snippet", "neulab/conala", _conala, subset="curated"
+            "conala",
+            "CoNaLa, DocPrompting split: intent (nl) -> one-line snippet (cmd), shipped",
+            "neulab/docprompting-conala",
+            _conala,
+            hub_splits={"train": "train", "valid": "validation", "test": "test"},
+            offline=_shipped_conala,
+        ),
+        BuiltinDataset(
+            "conala-curated",
+            "CoNaLa curated: intent -> one-line snippet (hub)",
+            "neulab/conala",
+            _conala,
+            subset="curated",
+        ),
+        BuiltinDataset(
+            "oasst-commitpackft",
+            "OASST + CommitPackFT instructions from OctoPack (151 + 1,178), shipped; prompt/completion",
+            None,
+            _prompt_completion,
+            offline=_shipped_oasst_commitpackft,
         ),
         BuiltinDataset(
             "codealpaca-py",

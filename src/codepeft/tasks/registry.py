@@ -11,6 +11,9 @@ from dataclasses import dataclass
 
 from codepeft.errors import CodepeftError, did_you_mean
 from codepeft.tasks.base import Task
+from codepeft.tasks.cyberseceval import LANGUAGES as CYBERSECEVAL_LANGUAGES
+from codepeft.tasks.cyberseceval import VARIANTS as CYBERSECEVAL_VARIANTS
+from codepeft.tasks.cyberseceval import CyberSecEval
 from codepeft.tasks.evalplus import EvalPlus
 from codepeft.tasks.humaneval import HumanEval
 from codepeft.tasks.humanevalexplain import HumanEvalExplain
@@ -60,6 +63,9 @@ register_task("conala", lambda f=None: MatchTask("conala", data_files=f), takes_
 register_task("codealpaca-py", lambda f=None: MatchTask("codealpaca-py", data_files=f), takes_data_files=True)
 register_task("stdlib-instruct-loss", lambda: LossTask("stdlib-instruct"))
 register_task("security-python", Security)
+for _variant in CYBERSECEVAL_VARIANTS:
+    for _language in CYBERSECEVAL_LANGUAGES:
+        register_task(f"cyberseceval-{_variant}-{_language}", lambda v=_variant, lang=_language: CyberSecEval(v, lang))
 register_task("mbpp", Mbpp)
 register_task("humaneval-plus", lambda: EvalPlus("humaneval"))
 register_task("mbpp-plus", lambda: EvalPlus("mbpp"))
