@@ -101,3 +101,44 @@ def test_a_missing_toolchain_is_named_before_anything_loads(monkeypatch, tmp_pat
     output = " ".join(result.output.split())
     assert result.exit_code == 2, output
     assert "humanevalsynthesize-cpp: cpp programs need g++-absent (apt-get install g++)" in output
+
+
+def test_explain_describes_the_reference_then_scores_code_written_from_the_description():
+    from codepeft.generation import GenerationBackend, GenerationSettings
+    from codepeft.tasks import EvalContext
+
+    task = get_task("humanevalexplain-js")
+    problems = task.problems()[:2]
+    describe = task.describe_prompt(problems[0])
+    assert problems[0]["canonical_solution"] in describe.instruction
+    assert problems[0]["docstring"].strip() not in describe.instruction
+    assert f"at most {len(problems[0]['docstring'])} characters" in describe.instruction
+
+    class Scripted(GenerationBackend):
+        """Stage 1: a description with code in it; stage 2: the reference solution."""
+
+        def __init__(self):
+            self.calls: list[list[str]] = []
+
+        def generate(self, prompts, settings):
+            self.calls.append(prompts)
+            if len(self.calls) == 1:
+                return [["Checks pairs.\n```js\nreturn 1;\n```"] * settings.n for _ in prompts]
+            return [
+                [next(p["canonical_solution"] for p in problems if p["declaration"] in prompt)] for prompt in prompts
+            ]
+
+    backend = Scripted()
+    ctx = EvalContext(
+        backend=backend,
+        settings=GenerationSettings(n=2),
+        ks=[1],
+        pool=SandboxPool(workers=2),
+        fmt="instruct",
+        tokenizer=None,
+        prompter=lambda prompts: [render_prompt(p, "instruct") for p in prompts],
+    )
+    result = task.run(problems, ctx)
+    assert result["scores"]["pass@1"]["value"] == 1.0
+    assert all(s["description"] == "Checks pairs." for r in result["problems"] for s in r["samples"])
+    assert all("Checks pairs." in prompt for prompt in backend.calls[1]) and len(backend.calls[1]) == 4

@@ -32,7 +32,31 @@ def solution_without_docstring(problem: dict) -> str:
     return declaration + problem["canonical_solution"]
 
 
-class HumanEvalExplain(Task):
+class ExplainStages:
+    """The two generation stages of an explain task; the task gives `describe_prompt`,
+    `clean_description`, `prompt_from` (the regeneration prompt), `describe_stop` and `score`."""
+
+    def run(self, problems, ctx):
+        """Stage 1 describes each solution (n descriptions); stage 2 regenerates code from each
+        description (one completion per description); pass@k on the regenerated programs."""
+        describe = [render_prompt(self.describe_prompt(p), ctx.fmt, ctx.tokenizer) for p in problems]
+        texts = ctx.backend.generate(describe, replace(ctx.settings, stop=self.describe_stop()))
+        descriptions = [[self.clean_description(p, t) for t in ts] for p, ts in zip(problems, texts, strict=True)]
+        flat = [(i, d) for i, ds in enumerate(descriptions) for d in ds]
+        # a baseline's examples go in front of the regeneration prompts only
+        regen_prompts = ctx.prompter([self.prompt_from(problems[i], d) for i, d in flat])
+        regen = ctx.backend.generate(regen_prompts, replace(ctx.settings, n=1, stop=self.stop))
+        completions: list[list[str]] = [[] for _ in problems]
+        for (i, _), r in zip(flat, regen, strict=True):
+            completions[i].append(r[0])
+        result = self.score(problems, completions, ctx.ks, ctx.pool)
+        for record, ds in zip(result["problems"], descriptions, strict=True):
+            for sample, d in zip(record["samples"], ds, strict=True):
+                sample["description"] = d
+        return result
+
+
+class HumanEvalExplain(ExplainStages, Task):
     def __init__(self):
         super().__init__(
             name="humanevalexplain-python",
@@ -72,25 +96,6 @@ class HumanEvalExplain(Task):
 
     def code_of(self, problem, completion):
         return extract_code(completion, self.prompt_from(problem, "").answer_prefix, problem["entry_point"])
-
-    def run(self, problems, ctx):
-        """Stage 1 describes each solution (n descriptions); stage 2 regenerates code from each
-        description (one completion per description); pass@k on the regenerated programs."""
-        describe = [render_prompt(self.describe_prompt(p), ctx.fmt, ctx.tokenizer) for p in problems]
-        texts = ctx.backend.generate(describe, replace(ctx.settings, stop=self.describe_stop()))
-        descriptions = [[self.clean_description(p, t) for t in ts] for p, ts in zip(problems, texts, strict=True)]
-        flat = [(i, d) for i, ds in enumerate(descriptions) for d in ds]
-        # a baseline's examples go in front of the regeneration prompts only
-        regen_prompts = ctx.prompter([self.prompt_from(problems[i], d) for i, d in flat])
-        regen = ctx.backend.generate(regen_prompts, replace(ctx.settings, n=1, stop=self.stop))
-        completions: list[list[str]] = [[] for _ in problems]
-        for (i, _), r in zip(flat, regen, strict=True):
-            completions[i].append(r[0])
-        result = self.score(problems, completions, ctx.ks, ctx.pool)
-        for record, ds in zip(result["problems"], descriptions, strict=True):
-            for sample, d in zip(record["samples"], ds, strict=True):
-                sample["description"] = d
-        return result
 
     def describe_stop(self) -> list[str]:
         return ["\ndef", "\nclass", '"""', "```python"]

@@ -23,6 +23,7 @@ from codepeft.data.records import read_file
 from codepeft.data.shipped import read_shipped
 from codepeft.errors import CodepeftError
 from codepeft.tasks.base import PYTHON_STOP, Prompt, Task, extract_code
+from codepeft.tasks.humanevalexplain import ExplainStages, strip_code
 
 # language code of the data -> (sandbox language, name in prompts, stop strings, braces open in the prefix)
 LANGUAGES = {
@@ -33,7 +34,7 @@ LANGUAGES = {
     "go": ("go", "Go", ["\n}\n", "\nfunc Test", "```"], 1),
     "rust": ("rust", "Rust", ["\n}\n", "\n#[cfg(test)]", "```"], 1),
 }
-MODES = ("synthesize", "fix", "fixdocs")
+MODES = ("synthesize", "fix", "fixdocs")  # and "explain" (PackExplain), for every language but Python
 FIELDS = ("task_id", "prompt", "declaration", "canonical_solution", "buggy_solution", "test", "entry_point")
 
 
@@ -65,10 +66,15 @@ def close_function(completion: str, open_braces: int, helper: re.Pattern | None 
 
 class HumanEvalPack(Task):
     def __init__(self, mode: str, language: str, data_files: str | None = None):
-        if mode not in MODES or language not in LANGUAGES:
+        if mode not in (*MODES, "explain") or language not in LANGUAGES:
             raise CodepeftError(f"no HumanEvalPack task {mode}-{language}")
         sandbox_language, self.language_name, stop, self.open_braces = LANGUAGES[language]
-        shown = {"synthesize": "the docstring", "fix": "the buggy code and its tests", "fixdocs": "the buggy code"}
+        shown = {
+            "synthesize": "the docstring",
+            "fix": "the buggy code and its tests",
+            "fixdocs": "the buggy code",
+            "explain": "its own description of the reference solution",
+        }
         super().__init__(
             name=f"humaneval{mode}-{language}",
             description=f"HumanEvalPack {self.language_name} {mode}: given {shown[mode]}; pass@k in the sandbox",
@@ -94,8 +100,8 @@ class HumanEvalPack(Task):
         return problems
 
     def answer_prefix(self, problem: dict) -> str:
-        """The code the model continues: the signature (with the docstring unless fixing from tests)."""
-        return problem["declaration"] if self.mode == "fix" else problem["prompt"]
+        """The code the model continues: the signature, with the docstring where the mode shows it."""
+        return problem["declaration"] if self.mode in ("fix", "explain") else problem["prompt"]
 
     def prompt(self, problem):
         prefix = self.answer_prefix(problem)
@@ -154,3 +160,36 @@ def go_program(code: str, test: str, given_imports: str) -> str:
     used = [p for p in packages if re.search(rf"\b{re.escape(p.rsplit('/', 1)[-1])}\.", code_only)]
     imports = "".join(f'    "{p}"\n' for p in used)
     return f"package main\n\nimport (\n{imports})\n\n{body.strip()}\n\n{test}\n"
+
+
+class PackExplain(ExplainStages, HumanEvalPack):
+    """`humanevalexplain-{lang}`: describe the reference solution in at most the docstring's
+    length, then write the function from that description alone (HumanEvalExplain)."""
+
+    def __init__(self, language: str, data_files: str | None = None):
+        super().__init__("explain", language, data_files)
+        self.comment = "#" if language == "python" else "//"
+
+    def describe_prompt(self, problem) -> Prompt:
+        code = problem["declaration"] + problem["canonical_solution"]
+        cap = len(problem.get("docstring") or "") or 200
+        instruction = (
+            f"{code}\nProvide a concise natural language description of the code using at most {cap} characters."
+        )
+        name, c = problem["entry_point"], self.comment
+        plain = f"{code}\n\n{c} Description of {name} in at most {cap} characters:\n{c} "
+        return Prompt(instruction=instruction, answer_prefix="", plain=plain)
+
+    def clean_description(self, problem, text: str) -> str:
+        return strip_code(text, max(len(problem.get("docstring") or ""), 1))
+
+    def prompt_from(self, problem, description: str) -> Prompt:
+        instruction = f"Write functional code in {self.language_name} according to the description.\n{description}"
+        plain = f"{self.comment} {description}\n{problem['declaration']}"
+        return Prompt(instruction=instruction, answer_prefix=problem["declaration"], plain=plain)
+
+    def prompt(self, problem):  # the regeneration prompt, for scoring completions made elsewhere
+        return self.prompt_from(problem, problem.get("description", ""))
+
+    def describe_stop(self) -> list[str]:
+        return ["```", "\n\n\n", f"\n{self.comment}\n"]

