@@ -116,8 +116,8 @@ class Task:
     every problem, generates `settings.n` completions each, and `score` runs `program(p, code)`
     in the sandbox, where `code` is `code_of(p, completion)`. Other kinds override one hook:
     `score` (match, classification, security), `render` (match: laid out as training examples),
-    `run` (loss: no generation; ReCode: perturbed variants; explain: two generation stages) or
-    `samples` (classification: one answer).
+    `run` (loss: no generation; ReCode: perturbed variants; explain: two generation stages),
+    `samples` (classification: one answer) or `limits` (EvalPlus: time limits per problem).
     `score` is also what `codepeft score` calls on completions made elsewhere.
     """
 
