@@ -47,47 +47,85 @@ def test_humaneval_plus_lists_base_and_plus_scores_and_the_reference_passes_both
     assert sample["base_outcome"] == "failed" and sample["plus_outcome"] == "not run (base failed)"
 
 
-def test_verdicts_agree_with_the_evalplus_package(tmp_path):
+def _evalplus_verdicts(tmp_path, dataset: str, subset: list[str], solutions: dict[str, list[str]]) -> dict:
+    """The `evalplus` package's own verdicts on full-program solutions, on a subset of the shipped file."""
     import evalplus  # noqa: F401  (scripts/setup.sh installs it; the comparison runs it as a program)
 
-    task = get_task("humaneval-plus")
-    problems = [p for p in task.problems() if p["task_id"] in SUBSET]
-    bodies = [[KINDS[k] or p["canonical_solution"] for k in KINDS] + [base_only(p)] for p in problems]
-    override = tmp_path / "HumanEvalPlus.jsonl"
-    with gzip.open(shipped_path("evalplus/HumanEvalPlus.jsonl.gz"), "rt") as f:
-        override.write_text("".join(line for line in f if json.loads(line)["task_id"] in SUBSET))
+    shipped = {"humaneval": "evalplus/HumanEvalPlus.jsonl.gz", "mbpp": "evalplus/MbppPlus.jsonl.gz"}[dataset]
+    override = tmp_path / "override.jsonl"
+    with gzip.open(shipped_path(shipped), "rt") as f:
+        override.write_text("".join(line for line in f if json.loads(line)["task_id"] in subset))
     samples = tmp_path / "samples.jsonl"
     samples.write_text(
-        "".join(
-            json.dumps({"task_id": p["task_id"], "solution": p["prompt"] + body}) + "\n"
-            for p, bs in zip(problems, bodies, strict=True)
-            for body in bs
-        )
+        "".join(json.dumps({"task_id": t, "solution": code}) + "\n" for t, codes in solutions.items() for code in codes)
     )
-    env = {**os.environ, "HUMANEVAL_OVERRIDE_PATH": str(override), "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    env = {**os.environ, f"{dataset.upper()}_OVERRIDE_PATH": str(override), "XDG_CACHE_HOME": str(tmp_path / "cache")}
     subprocess.run(
-        [sys.executable, "-m", "evalplus.evaluate", "--dataset", "humaneval", "--samples", str(samples)],
+        [sys.executable, "-m", "evalplus.evaluate", "--dataset", dataset, "--samples", str(samples)],
         env=env,
         check=True,
         capture_output=True,
         timeout=900,
     )
-    theirs = json.loads((tmp_path / "samples_eval_results.json").read_text())["eval"]
-    ours = task.score(problems, bodies, [1], SandboxPool(2))["problems"]
+    return json.loads((tmp_path / "samples_eval_results.json").read_text())["eval"]
+
+
+def _compare(ours: list[dict], theirs: dict, kinds: list[str], fails_everything=frozenset()) -> list[str]:
+    """Assert the same base and + verdict on every sample; the problems whose base-only solution was caught."""
     compared = 0
     for record in ours:
-        for kind, mine, their in zip([*KINDS, "base only"], record["samples"], theirs[record["task_id"]], strict=True):
+        for kind, mine, their in zip(kinds, record["samples"], theirs[record["task_id"]], strict=True):
             where = (record["task_id"], kind)
-            if record["task_id"] in EVALPLUS_FAILS_EVERYTHING:
+            if record["task_id"] in fails_everything:
                 assert their["base_status"] != "pass" and (mine["outcome"] == "passed") == (kind == "reference")
-                compared += 1
-                continue
-            assert (mine["base_outcome"] == "passed") == (their["base_status"] == "pass"), where
-            plus_theirs = their["base_status"] == their["plus_status"] == "pass"
-            assert (mine["outcome"] == "passed") == plus_theirs, where
+            else:
+                assert (mine["base_outcome"] == "passed") == (their["base_status"] == "pass"), where
+                assert (mine["outcome"] == "passed") == (their["base_status"] == their["plus_status"] == "pass"), where
             compared += 1
-    assert compared == len(SUBSET) * (len(KINDS) + 1)
-    # the base-only solutions are what EvalPlus exists to catch: they pass the base tests only
+    assert compared == len(ours) * len(kinds)
     last = [(r["task_id"], r["samples"][-1]) for r in ours]
-    caught = [task_id for task_id, s in last if s["base_outcome"] == "passed" and s["outcome"] == "failed"]
+    return [task_id for task_id, s in last if s["base_outcome"] == "passed" and s["outcome"] == "failed"]
+
+
+def test_humaneval_plus_verdicts_agree_with_the_evalplus_package(tmp_path):
+    task = get_task("humaneval-plus")
+    problems = [p for p in task.problems() if p["task_id"] in SUBSET]
+    bodies = [[KINDS[k] or p["canonical_solution"] for k in KINDS] + [base_only(p)] for p in problems]
+    theirs = _evalplus_verdicts(
+        tmp_path,
+        "humaneval",
+        SUBSET,
+        {p["task_id"]: [p["prompt"] + b for b in bs] for p, bs in zip(problems, bodies, strict=True)},
+    )
+    ours = task.score(problems, bodies, [1], SandboxPool(2))["problems"]
+    caught = _compare(ours, theirs, [*KINDS, "base only"], EVALPLUS_FAILS_EVERYTHING)
+    # the base-only solutions are what EvalPlus exists to catch: they pass the base tests only
     assert len(caught) >= len(SUBSET) - 2, caught
+
+
+# set-equality, tuple, nested-tuple and complex inputs, "not None" and numeric special oracles
+MBPP_SUBSET = ["Mbpp/2", "Mbpp/3", "Mbpp/63", "Mbpp/124", "Mbpp/581", "Mbpp/737", "Mbpp/794"]
+
+
+def test_mbpp_plus_verdicts_agree_with_the_evalplus_package(tmp_path):
+    task = get_task("mbpp-plus")
+    problems = [p for p in task.problems() if p["task_id"] in MBPP_SUBSET]
+
+    def solutions(p):
+        name, reference = p["entry_point"], p["canonical_solution"]
+        base = [list(a) for a in p["base_input"]]
+        return [
+            reference,
+            f"def {name}(*args):\n    return None\n",
+            f"def {name}(*args):\n    while True:\n        pass\n",
+            f"def {name}(*args):\n    raise RuntimeError('boom')\n",
+            f"def {name}(*args):\n    return (\n",
+            f"{reference}\n_reference = {name}\n\ndef {name}(*args):\n"
+            f"    return _reference(*args) if list(args) in {base!r} else None\n",
+        ]
+
+    codes = {p["task_id"]: solutions(p) for p in problems}
+    theirs = _evalplus_verdicts(tmp_path, "mbpp", MBPP_SUBSET, codes)
+    ours = task.score(problems, [codes[p["task_id"]] for p in problems], [1], SandboxPool(2))["problems"]
+    caught = _compare(ours, theirs, ["reference", "wrong", "endless", "crash", "syntax", "base only"])
+    assert len(caught) >= len(MBPP_SUBSET) - 2, caught
