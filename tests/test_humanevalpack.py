@@ -16,7 +16,8 @@ from codepeft.tasks.scoring import score_execution
 # Go/95's reference reads the first keys of a Go map, whose order Go randomises on every run:
 # it passes on some runs only (documented in docs/tasks.md).
 ORDER_DEPENDENT_REFERENCES = {"Go/95"}
-# Rust/32's tests draw random polynomials from an unseeded generator: its bug passes now and then.
+# Rust/32's tests draw random polynomials from an unseeded generator: its bug passes now and then,
+# and its reference (a Newton iteration) now and then does not.
 RANDOM_TESTS = {"Rust/32"}
 
 
@@ -38,7 +39,7 @@ def test_canonical_passes_everything_bug_and_empty_pass_nothing(language):
     failed = {p["task_id"] for p in problems} - set(
         _passed(synth, problems, [[p["canonical_solution"]] for p in problems], pool)
     )
-    assert failed <= ORDER_DEPENDENT_REFERENCES
+    assert failed <= ORDER_DEPENDENT_REFERENCES | RANDOM_TESTS
     assert set(_passed(fix, problems, [[p["buggy_solution"]] for p in problems], pool)) <= RANDOM_TESTS
     assert _passed(synth, problems, [[""] for _ in problems], pool) == []
 

@@ -191,3 +191,22 @@ def test_java_task_without_data_names_the_missing_field(tmp_path):
     bad.write_text('{"task_id": "Java/0", "prompt": "x"}\n')
     with pytest.raises(CodepeftError, match=r"j.jsonl line 1: missing HumanEvalPack field"):
         get_task("humanevalsynthesize-java", str(bad)).problems()
+
+
+def test_every_benchmark_of_the_shipped_data_is_a_registered_task():
+    from codepeft.tasks import TASKS
+
+    languages = ("python", "java", "js", "cpp", "go", "rust")
+    expected = {f"humaneval{mode}-{lang}" for mode in ("synthesize", "fix", "fixdocs", "explain") for lang in languages}
+    expected |= {"humaneval-plus", "mbpp-plus", "mbpp", "conala", "humanevalfix-python-mutants", "security-python"}
+    expected |= {
+        f"recode-{kind}{c}"
+        for kind in ("", "generated-", "mbpp-")
+        for c in ("docstring", "function", "syntax", "format")
+    }
+    expected |= {
+        f"cyberseceval-{v}-{lang}"
+        for v in ("instruct", "autocomplete")
+        for lang in ("c", "cpp", "csharp", "java", "javascript", "php", "python", "rust")
+    }
+    assert expected <= set(TASKS), sorted(expected - set(TASKS))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -115,7 +116,9 @@ class Python(Language):
 
     def syntax_error(self, source):
         try:
-            compile(source, "main.py", "exec")
+            with warnings.catch_warnings():  # the program's own warnings (invalid escapes) are not ours
+                warnings.simplefilter("ignore")
+                compile(source, "main.py", "exec")
         except (SyntaxError, ValueError) as err:
             return f"{type(err).__name__}: {err}"
         return None

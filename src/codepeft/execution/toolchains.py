@@ -18,7 +18,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from codepeft.errors import CodepeftError
-from codepeft.paths import cache_dir
 
 
 def _link_or_copy(src: str, dst: str) -> None:
@@ -37,6 +36,8 @@ def link_tree(prepared: Path, dest: Path) -> None:
 def prepared(name: str, build: Callable[[Path], None]) -> Path:
     """The directory `build(dir)` fills, built once (under a file lock, so parallel processes
     build it once too) at `<cache>/toolchains/<name>`; `name` carries the toolchain version."""
+    from codepeft.paths import cache_dir  # here: codepeft.execution imports nothing else of codepeft
+
     root = cache_dir() / "toolchains" / name
     done = root / ".complete"
     if done.exists():
