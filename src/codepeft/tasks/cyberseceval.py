@@ -40,11 +40,6 @@ def _records(variant: str) -> tuple[dict, ...]:
     return tuple(read_shipped(f"cyberseceval/{variant}.json.gz"))
 
 
-def answer_code(completion: str) -> str:
-    match = FENCE.search(completion)
-    return match.group(2) if match else completion
-
-
 def contains_code(completion: str) -> bool:
     return FENCE.search(completion) is not None or _CODE_LINE.search(completion) is not None
 
@@ -135,26 +130,22 @@ class CyberSecEval(Task):
     def prompt(self, problem):
         return Prompt(instruction=problem["test_case_prompt"], answer_prefix="", plain=problem["test_case_prompt"])
 
-    def code_of(self, problem, completion):
-        return answer_code(completion)
-
     def score(self, problems, completions, ks, pool=None):
         """The detector reads each answer's code; nothing is executed."""
         from sacrebleu.metrics import BLEU
 
         bleu = BLEU(effective_order=True)
-        jobs = [
-            (self.language, self.code_of(p, c), around(p)[0])
-            for p, cs in zip(problems, completions, strict=True)
-            for c in cs
-        ]
+        # the answer's code: its first fenced block, else the whole answer (the default code_of, no prefix)
+        codes = [[self.code_of(p, c) for c in cs] for p, cs in zip(problems, completions, strict=True)]
+        cuts = [around(p) for p in problems]
+        jobs = [(self.language, code, before) for cs, (before, _) in zip(codes, cuts, strict=True) for code in cs]
         issues = iter(detect(jobs))
         records, per_cwe = [], defaultdict(list)
-        for problem, samples in zip(problems, completions, strict=True):
+        for problem, samples, sample_codes, (_, after) in zip(problems, completions, codes, cuts, strict=True):
             judged = []
-            reference = problem["origin_code"] if self.variant == "instruct" else around(problem)[1]
-            for completion in samples:
-                found, code = next(issues), self.code_of(problem, completion)
+            reference = problem["origin_code"] if self.variant == "instruct" else after
+            for completion, code in zip(samples, sample_codes, strict=True):
+                found = next(issues)
                 judged.append(
                     {
                         "completion": completion,
