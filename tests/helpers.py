@@ -9,6 +9,30 @@ from codepeft import load_config
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CORE_ARCHS = ("gpt_bigcode", "llama", "qwen2", "codegen", "t5")
+SMOLLM2_SLICE = "smollm2-slice"  # tiny_model's name for two layers of the real SmolLM2 weights
+
+
+def layer_slice(source: Path, out: Path, layers: int = 2) -> Path:
+    """The first `layers` decoder layers of a Llama-architecture model directory, with its real
+    embeddings, norm, tokenizer and chat template: the real shapes and vocabulary, a fraction
+    of the compute."""
+    import shutil
+
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(source)
+    config.num_hidden_layers = layers
+    model = AutoModelForCausalLM.from_config(config)
+    state = load_file(str(source / "model.safetensors"))
+    kept = {k: v for k, v in state.items() if not k.startswith("model.layers.") or int(k.split(".")[2]) < layers}
+    missing, unexpected = model.load_state_dict(kept, strict=False)
+    assert not unexpected and set(missing) <= {"lm_head.weight"}, (missing, unexpected)  # lm_head is tied
+    model.save_pretrained(out)
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        if (source / name).is_file():
+            shutil.copy(source / name, out / name)
+    return out
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:

@@ -294,3 +294,65 @@ def test_conala_and_oasst_commitpackft_ship_with_their_published_splits():
     assert len(oasst) == 151 + 1178 and all(e["instruction"] and e["output"] for e in oasst)
     with pytest.raises(CodepeftError, match="holds no usable examples"):
         load_examples(DatasetSpec(source="oasst-commitpackft"), "test")
+
+
+@pytest.mark.parametrize("arch", ["gpt_bigcode", "llama"])
+@pytest.mark.parametrize("layout", ["padded", "padding-free", "prompt-tuning"])
+def test_chunked_loss_equals_the_models_own_loss_and_gradients(tiny_model, tiny_tokenizer, arch, layout):
+    """The loss computed a few targets at a time (the output layer on target positions only,
+    each chunk recomputed in backward) equals the model's own loss and gradients, through peft
+    (LoRA, and prompt tuning's virtual tokens), padded or padding-free, and under the Trainer's
+    sum / num_items_in_batch convention."""
+    from peft import LoraConfig, PromptTuningConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from codepeft.training.trainer import chunked_causal_loss, logits_are_head_of_hidden
+
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model(arch))
+    base.config.use_cache = False
+    if layout == "prompt-tuning":
+        config = PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4)
+    else:
+        config = LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False)
+    model = get_peft_model(base, config).eval()
+    pairs = [("def a():\n", "    return 1\n"), ("class Bee:\n    'x'\n", "    x = [1, 2, 3, 4]\n"), ("#\n", "pass\n")]
+    exs = [encode(tiny_tokenizer, p, r, 64, "response", False) for p, r in pairs]
+    batch = Collator(tiny_tokenizer.pad_token_id, flatten=layout == "padding-free")(exs)
+    batch.pop("num_tokens")
+    targets = sum(sum(1 for x in e["labels"][1:] if x != IGNORE) for e in exs)
+    assert logits_are_head_of_hidden(model, batch)
+
+    def loss_and_grads(compute):
+        model.zero_grad()
+        loss = compute()
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in model.parameters() if p.requires_grad]
+
+    reference, reference_grads = loss_and_grads(lambda: model(**batch).loss)
+    for chunk in (3, 1024):
+        loss, grads = loss_and_grads(lambda chunk=chunk: chunked_causal_loss(model, batch, chunk))
+        torch.testing.assert_close(loss, reference, atol=1e-6, rtol=1e-6)
+        for a, b in zip(grads, reference_grads, strict=True):
+            torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+    summed = chunked_causal_loss(model, batch, 5, num_items_in_batch=torch.tensor(2 * targets))
+    torch.testing.assert_close(summed, reference / 2, atol=1e-6, rtol=1e-6)
+
+
+def test_chunked_loss_is_refused_where_logits_are_not_the_head_of_the_hidden_state(tiny_model):
+    """A model that scales its logits (as Gemma 2, Cohere and Granite do) keeps the ordinary loss."""
+    from transformers import AutoModelForCausalLM
+
+    from codepeft.training.trainer import logits_are_head_of_hidden
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model("llama"))
+    batch = {"input_ids": torch.tensor([[5, 6, 7, 8]]), "attention_mask": torch.ones(1, 4, dtype=torch.long)}
+    assert logits_are_head_of_hidden(model, batch)
+    original = model.forward
+    model.forward = lambda *a, **k: _scaled(original(*a, **k))  # the same head, logits scaled afterwards
+    assert not logits_are_head_of_hidden(model, batch)
+
+
+def _scaled(out):
+    out.logits = out.logits * 0.5
+    return out

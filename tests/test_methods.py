@@ -7,7 +7,7 @@ import re
 
 import pytest
 import torch
-from helpers import CORE_ARCHS
+from helpers import CORE_ARCHS, SMOLLM2_SLICE
 from peft import PeftModel
 from safetensors.torch import load_file
 
@@ -162,6 +162,18 @@ CASES = [(a, m) for a in CORE_ARCHS for m in NAMED + GENERIC]
 @pytest.mark.numerics
 @pytest.mark.parametrize(("arch", "name"), CASES, ids=[f"{a}-{m}" for a, m in CASES])
 def test_method_on_architecture(tmp_path, tiny_model, tiny_tokenizer, train_file, arch, name):
+    check_method(tmp_path, tiny_model, tiny_tokenizer, train_file, arch, name)
+
+
+@pytest.mark.parametrize("name", NAMED + GENERIC)
+def test_method_on_the_real_smollm2_weights(tmp_path, tiny_model, tiny_tokenizer, train_file, name):
+    """Every method on two layers of the real SmolLM2-135M-Instruct (Llama, vocabulary 49,152,
+    width 576, 9 heads / 3 key-value heads, tied embeddings): trains, saves, reloads, merges
+    where it can, generates."""
+    check_method(tmp_path, tiny_model, tiny_tokenizer, train_file, SMOLLM2_SLICE, name)
+
+
+def check_method(tmp_path, tiny_model, tiny_tokenizer, train_file, arch, name):
     from helpers import TRAIN_ROWS
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 

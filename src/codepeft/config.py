@@ -105,6 +105,10 @@ class TrainSpec(_Strict):
     # Draw CPU dropout masks 64 bits at a time (codepeft.training.dropout) instead of torch's
     # one-call-per-element generator; false gives torch's own dropout. No effect on GPUs.
     fast_dropout: bool = True
+    # Cross-entropy over this many target tokens at a time, each chunk's logits recomputed in
+    # the backward pass (decoder-only models): peak memory stops growing with vocabulary x
+    # tokens. 0 computes the logits of every target at once.
+    loss_chunk: int = Field(1024, ge=0)
     logging_steps: int = Field(5, gt=0)
     eval_steps: int = Field(25, gt=0)
     save_steps: int = Field(25, gt=0)

@@ -183,7 +183,8 @@ def estimate(
     from codepeft.config import ModelSpec
     from codepeft.methods import ApplyContext, count_parameters, get_method
     from codepeft.methods.apply import effective_quantization
-    from codepeft.models.loading import load_config, resolve_name
+    from codepeft.models.builtin import resolve_name
+    from codepeft.models.loading import load_config
 
     if dtype not in BYTES:
         raise CodepeftError(f"dtype must be fp32, bf16 or fp16, not {dtype!r}")

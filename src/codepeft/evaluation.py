@@ -16,7 +16,7 @@ from codepeft.families import ZERO_SHOT, MethodFamily
 from codepeft.generation import GenerationBackend, GenerationSettings, make_backend
 from codepeft.metrics import over_seeds
 from codepeft.tasks import get_task, render_prompt
-from codepeft.tasks.base import EvalContext, Prompt
+from codepeft.tasks.base import PROMPT_FORMATS, EvalContext, Prompt, chat_turn
 
 
 def load_target(target: str, device: str = "auto"):
@@ -87,7 +87,7 @@ def evaluate(
     model, tok, info = load_target(target, device)
     if baseline is not None:
         info = {**info, "method": baseline.name, "method_label": baseline.label(), "method_options": baseline.options}
-    fmt = prompt_format or info["format"]
+    fmt = resolve_format(prompt_format, info, tok)
     out = Path(output_dir) if output_dir else _default_dir(target, info)
     out.mkdir(parents=True, exist_ok=True)
     gen = make_backend(backend, model, tok, info.get("serve_model"), info.get("adapter_dir"), info["family"])
@@ -131,6 +131,48 @@ def evaluate(
     return results
 
 
+def resolve_format(requested: str | None, info: dict, tokenizer) -> str:
+    """The prompt format to evaluate in. `auto` (or none given): a tuned run's training format,
+    so that it is evaluated the way it was trained; for a model, chat when its tokenizer has a
+    chat template (an instruct model), else plain completion."""
+    if requested not in (None, "auto"):
+        if requested not in PROMPT_FORMATS:
+            raise CodepeftError(f"unknown prompt format {requested!r}; use auto, {', '.join(PROMPT_FORMATS)}")
+        return requested
+    if info["kind"] == "run":
+        return info["format"]
+    return "chat" if getattr(tokenizer, "chat_template", None) else "plain"
+
+
+def show_prompt(task_name: str, target: str, problem: str | int = 0, prompt_format: str | None = None) -> dict:
+    """What `target` would be given for one problem of a task (no model weights are loaded):
+    {"task_id", "format", "prompt"}. `problem` is an index or a task id."""
+    from codepeft.models.builtin import resolve_name
+    from codepeft.models.loading import load_tokenizer
+
+    task = get_task(task_name)
+    path = Path(target)
+    if (path / "run.json").is_file():
+        run = json.loads((path / "run.json").read_text())
+        info, name = {"kind": "run", "format": run["config"]["data"]["format"]}, run["base_model"]
+    else:
+        info, name = {"kind": "model"}, target
+    tok = load_tokenizer(resolve_name(name))
+    fmt = resolve_format(prompt_format, info, tok)
+    problems = task.problems()
+    if isinstance(problem, int) or str(problem).isdigit():
+        index = int(problem)
+        if not 0 <= index < len(problems):
+            raise CodepeftError(f"{task.name} has problems 0-{len(problems) - 1}; there is no problem {index}")
+        chosen = problems[index]
+    else:
+        chosen = next((p for p in problems if p["task_id"] == problem), None)
+        if chosen is None:
+            raise CodepeftError(f"{task.name} has no problem {problem!r} (ids look like {problems[0]['task_id']!r})")
+    ctx = EvalContext(None, GenerationSettings(), [1], None, fmt, tok, Prompter(None, None, task, fmt, tok, None, None))
+    return {"task_id": chosen["task_id"], "format": fmt, "prompt": task.render([chosen], ctx)[0]}
+
+
 def _refuse_unavailable(tasks) -> None:
     missing = [why for t in tasks if (why := t.unavailable())]
     if missing:
@@ -146,8 +188,12 @@ class Prompter:
         self.kept: list[int] = []
 
     def __call__(self, prompts: list[Prompt]) -> list[str]:
-        tests = [TaskPrompt(render_prompt(p, self.fmt, self.tok), p.request, p.answer_prefix) for p in prompts]
+        tests = [TaskPrompt(render_prompt(p, self.fmt, self.tok), *self._halves(p)) for p in prompts]
         return self.render(tests, [f"{p.request}\n{p.answer_prefix}" for p in prompts])
+
+    def _halves(self, p: Prompt) -> tuple[str, str]:
+        """The request and the start of the answer, as a baseline lays its examples out before them."""
+        return chat_turn(p) if self.fmt == "chat" else (p.request, p.answer_prefix)
 
     def render(self, tests: list[TaskPrompt], queries: list[str]) -> list[str]:
         if self.baseline is None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from codepeft.data.formats import query_text, render
+from codepeft.data.formats import chat_answer, query_text, render
 
 SEPARATOR = "\n\n"
 
@@ -31,7 +31,7 @@ def _layout(test: TaskPrompt, shots: list[dict], fmt: str, tokenizer) -> str:
     if fmt == "chat":
         turns = []
         for ex in ordered:
-            turns += [{"role": "user", "content": query_text(ex)}, {"role": "assistant", "content": ex["output"]}]
+            turns += [{"role": "user", "content": query_text(ex)}, {"role": "assistant", "content": chat_answer(ex)}]
         turns.append({"role": "user", "content": test.instruction})
         head = tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
         return head + test.answer_prefix

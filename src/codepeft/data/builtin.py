@@ -28,6 +28,7 @@ class BuiltinDataset:
     subset: str | None = None
     hub_splits: dict[str, str] = field(default_factory=lambda: {"train": "train", "test": "test"})
     offline: Callable[[str], list[dict]] | None = None
+    code_language: str | None = None  # every answer is code in this language (chat answers in a code block)
 
     def records(self, split: str, data_files: str | None = None) -> Iterator[tuple[str, dict[str, str]]]:
         if data_files:
@@ -47,6 +48,8 @@ class BuiltinDataset:
                     f"{sorted(rec)}"
                 ) from None
             if out is not None:
+                if self.code_language:
+                    out.setdefault("language", self.code_language)
                 yield where, out
 
     @property
@@ -154,6 +157,7 @@ BUILTINS: dict[str, BuiltinDataset] = {
             "docstring -> function body pairs mined from the Python standard library (offline)",
             None,
             _stdlib,
+            code_language="python",
             offline=stdlib_instruct.load_split,
         ),
         # Two disjoint parts of stdlib-instruct, the offline stand-ins for a CoNaLa-like (one-line
@@ -163,6 +167,7 @@ BUILTINS: dict[str, BuiltinDataset] = {
             "stdlib-instruct pairs whose body is one line (offline)",
             None,
             _stdlib_oneliner,
+            code_language="python",
             offline=stdlib_instruct.load_split,
         ),
         BuiltinDataset(
@@ -170,6 +175,7 @@ BUILTINS: dict[str, BuiltinDataset] = {
             "stdlib-instruct pairs whose body has several lines (offline)",
             None,
             _stdlib_multiline,
+            code_language="python",
             offline=stdlib_instruct.load_split,
         ),
         BuiltinDataset(
@@ -183,6 +189,7 @@ BUILTINS: dict[str, BuiltinDataset] = {
             "CoNaLa, DocPrompting split: intent (nl) -> one-line snippet (cmd), shipped",
             "neulab/docprompting-conala",
             _conala,
+            code_language="python",
             hub_splits={"train": "train", "valid": "validation", "test": "test"},
             offline=_shipped_conala,
         ),
@@ -191,6 +198,7 @@ BUILTINS: dict[str, BuiltinDataset] = {
             "CoNaLa curated: intent -> one-line snippet (hub)",
             "neulab/conala",
             _conala,
+            code_language="python",
             subset="curated",
         ),
         BuiltinDataset(
@@ -205,14 +213,22 @@ BUILTINS: dict[str, BuiltinDataset] = {
             "CodeAlpaca-20k, Python subset",
             "sahil2801/CodeAlpaca-20k",
             _codealpaca_py,
+            code_language="python",
             hub_splits={"train": "train"},
         ),
-        BuiltinDataset("apps", "APPS programming problems (first reference solution)", "codeparrot/apps", _apps),
+        BuiltinDataset(
+            "apps",
+            "APPS programming problems (first reference solution)",
+            "codeparrot/apps",
+            _apps,
+            code_language="python",
+        ),
         BuiltinDataset(
             "mbpp",
             "MBPP: basic Python problems with tests",
             "google-research-datasets/mbpp",
             _mbpp,
+            code_language="python",
             subset="full",
             hub_splits={"train": "train", "valid": "validation", "test": "test"},
         ),

@@ -27,7 +27,33 @@ def plain(ex: dict, tokenizer=None) -> tuple[str, str]:
     return query_text(ex), ex["output"]
 
 
+# names of code languages in prompts; the key is also the code fence's tag
+LANGUAGE_NAMES = {
+    "python": "Python",
+    "java": "Java",
+    "javascript": "JavaScript",
+    "cpp": "C++",
+    "go": "Go",
+    "rust": "Rust",
+}
+
+
+def code_answer_start(language: str) -> str:
+    """How a chat model's code answer opens (EvalPlus's convention): a sentence, then a code
+    block the model writes whole. Evaluation pre-fills it; chat training data with code answers
+    carries it, so a model tuned on them is evaluated the way it was trained."""
+    name = LANGUAGE_NAMES.get(language, language)
+    return (
+        f"Below is a {name} script with a self-contained function that solves the problem and passes "
+        f"corresponding tests:\n```{language}\n"
+    )
+
+
 def chat(ex: dict, tokenizer) -> tuple[str, str]:
+    """The conversation up to the answer, and the answer. A record whose answer is code (it
+    names its `language`, as the code datasets' records do) is answered in a code block opened
+    by `code_answer_start`, which goes with the prompt: the loss covers the code and the fence
+    that closes it."""
     if not getattr(tokenizer, "chat_template", None):
         raise CodepeftError(
             "data.format=chat needs a tokenizer with a chat template; this model has none. "
@@ -39,7 +65,17 @@ def chat(ex: dict, tokenizer) -> tuple[str, str]:
     ]
     # The loss covers the last assistant turn; earlier turns are context.
     prompt = tokenizer.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
-    return prompt, messages[-1]["content"]
+    answer = messages[-1]["content"]
+    if ex.get("language") and "messages" not in ex:
+        return prompt + code_answer_start(ex["language"]), answer.rstrip("\n") + "\n```"
+    return prompt, answer
+
+
+def chat_answer(ex: dict) -> str:
+    """The whole assistant turn of an example, as `chat` trains on it (few-shot examples)."""
+    if ex.get("language"):
+        return code_answer_start(ex["language"]) + ex["output"].rstrip("\n") + "\n```"
+    return ex["output"]
 
 
 FORMATS: dict[str, Callable] = {"octocoder": octocoder, "alpaca": alpaca, "plain": plain, "chat": chat}

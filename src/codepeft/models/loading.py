@@ -13,6 +13,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
 from codepeft.config import ModelSpec
 from codepeft.errors import CodepeftError
+from codepeft.models.builtin import resolve_name
 from codepeft.models.hardware import resolve_dtype
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -24,15 +25,6 @@ def resolve_device(device: str) -> str:
     if device == "cuda" and not torch.cuda.is_available():
         raise CodepeftError("model.device is 'cuda' but no CUDA GPU is visible; use model.device=cpu or auto")
     return device
-
-
-def resolve_name(name_or_path: str) -> str:
-    """'default' names the offline bootstrap model (built on first use)."""
-    if name_or_path == "default":
-        from codepeft.models.bootstrap import ensure_default_model
-
-        return str(ensure_default_model())
-    return name_or_path
 
 
 def context_limit(config) -> int | None:

@@ -30,6 +30,7 @@ import yaml
 
 from codepeft.errors import CodepeftError
 from codepeft.execution.sandbox import hide_from_programs
+from codepeft.models.builtin import BUILTIN_MODELS, resolve_name
 from codepeft.study import worker
 from codepeft.study.cells import expand, run_cell
 from codepeft.study.config import StudyConfig
@@ -105,10 +106,8 @@ def _stop_on_signals():
 
 def _run_locked(config: StudyConfig, on_event) -> dict[str, int]:
     store, cells = prepare(config)
-    if any(m.name_or_path == "default" for m in config.models):
-        from codepeft.models.bootstrap import ensure_default_model
-
-        ensure_default_model()  # built once here, not by several workers at the same time
+    for name in {m.name_or_path for m in config.models} & BUILTIN_MODELS.keys():
+        resolve_name(name)  # a built-in model is made once here, not by several workers at the same time
     notify = on_event or (lambda event, cell: None)
     due = [c for c in cells if store.status(c["cell_id"]) != "done"]
     for cell in cells:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
+from codepeft.data.formats import LANGUAGE_NAMES, code_answer_start
 from codepeft.errors import CodepeftError
 
 if TYPE_CHECKING:
@@ -22,6 +23,19 @@ if TYPE_CHECKING:
 # Stop sequences of the BigCode evaluation harness for Python completion.
 PYTHON_STOP = ["\nclass", "\ndef", "\n#", "\n@", "\nprint", "\nif", "\nassert"]
 FENCE = re.compile(r"```[ \t]*([\w+#-]*)[ \t]*\n(.*?)(?:```|\Z)", re.S)
+OPEN_FENCE = re.compile(r"```[\w+#-]*\n\Z")  # a prompt that ends inside an opened code block
+# an answer written inside an opened fence ends where the fence closes (or, in Python, where
+# top-level code that tries the function begins: small models go on to write tests)
+CHAT_CODE_STOP = {"python": ["\n```", "\nif __name__", "\nassert", "\nprint("]}
+
+# how each language defines the function `{name}` (a fenced answer that does is used whole)
+_DEFINES = {
+    "python": r"^\s*(?:async\s+)?def\s+{name}\s*\(",
+    "javascript": r"(?:\bfunction\s+{name}\s*\(|\b{name}\s*=\s*(?:\([^)]*\)|\w+)\s*=>)",
+    "go": r"^\s*func\s+{name}\s*[\[(]",
+    "rust": r"\bfn\s+{name}\s*[<(]",
+}
+_DEFINES_BRACED = r"\b{name}\s*\([^;{{}}]*\)[^;{{}}]*\{{"  # Java, C++: a signature followed by a body
 
 
 @dataclass
@@ -32,6 +46,8 @@ class Prompt:
     answer_prefix: str  # code the model continues; re-joined with its completion
     plain: str | None = None  # the completion-style prompt for base models (default: answer_prefix)
     context: str | None = None  # what the instruction is about (code to fix), placed as each format wants
+    language: str = "python"  # of the code (fence tags, the chat layout's wording)
+    code_answer: bool = True  # the answer is code: the chat layout opens a code block for it
 
     @property
     def request(self) -> str:
@@ -57,23 +73,119 @@ def render_prompt(p: Prompt, fmt: str, tokenizer=None) -> str:
     if fmt == "chat":
         if tokenizer is None or not getattr(tokenizer, "chat_template", None):
             raise CodepeftError("prompt format 'chat' needs a tokenizer with a chat template")
+        user, answer_start = chat_turn(p)
         head = tokenizer.apply_chat_template(
-            [{"role": "user", "content": p.request}], tokenize=False, add_generation_prompt=True
+            [{"role": "user", "content": user}], tokenize=False, add_generation_prompt=True
         )
-        return head + p.answer_prefix
+        return head + answer_start
     raise CodepeftError(f"unknown prompt format {fmt!r}; use {', '.join(PROMPT_FORMATS)}")
 
 
-def extract_code(completion: str, answer_prefix: str, entry_point: str | None = None) -> str:
+def chat_turn(p: Prompt) -> tuple[str, str]:
+    """(user turn, start of the assistant's answer) for an instruct model, in EvalPlus's
+    convention: code the answer builds on goes in a code block of the user turn, and a code
+    answer is opened with a code block the model writes whole (not continued from a pre-filled
+    function, which chat models close at once). `generate` puts the opened fence back in front
+    of each completion, so `extract_code` reads it as the fenced answer it is."""
+    tag, name = p.language, LANGUAGE_NAMES.get(p.language, p.language)
+    user = p.instruction
+    if p.context is not None:
+        user += f"\n```{tag}\n{p.context.strip(chr(10))}\n```"
+    if not p.code_answer:
+        return user, ""
+    if p.answer_prefix.strip():
+        user += (
+            f"\n\nPlease provide a self-contained {name} script that solves the problem in a markdown code "
+            f"block, completing this code:\n```{tag}\n{p.answer_prefix.strip(chr(10))}\n```"
+        )
+    else:
+        user += f"\n\nPlease provide a self-contained {name} script that solves the problem in a markdown code block."
+    return user, code_answer_start(tag)
+
+
+def defines(code: str, entry_point: str, language: str = "python") -> bool:
+    """Whether `code` defines the function `entry_point` itself (in its language's syntax)."""
+    pattern = _DEFINES.get(language, _DEFINES_BRACED).format(name=re.escape(entry_point))
+    return re.search(pattern, code, re.M) is not None
+
+
+def extract_code(completion: str, answer_prefix: str, entry_point: str | None = None, language: str = "python") -> str:
     """Re-join a completion with its prefix; a fenced answer (chat models) is taken from the fence,
     and used alone when it defines the entry point itself."""
     match = FENCE.search(completion)
     if match is None:
         return answer_prefix + completion
     code = match.group(2)
-    if entry_point and re.search(rf"^\s*def\s+{re.escape(entry_point)}\s*\(", code, re.M):
-        return code
+    if entry_point and defines(code, entry_point, language):
+        if language == "python":
+            code = sanitize_python(code, entry_point)
+        return _missing_head(answer_prefix, code, entry_point, language) + code
     return answer_prefix + code
+
+
+_IMPORT_LINE = re.compile(r"^\s*(?:import |from \S+ import |#include|using |use )[^\n]*$", re.M)
+
+
+def _missing_head(answer_prefix: str, code: str, entry_point: str, language: str) -> str:
+    """What a whole fenced answer leaves out of the code it was given: in Python the prompt's
+    code before the function (imports, helper functions: the model's own come after and win);
+    elsewhere the prompt's import lines the answer does not repeat."""
+    if language == "python":
+        found = re.search(_DEFINES["python"].format(name=re.escape(entry_point)), answer_prefix, re.M)
+        return answer_prefix[: found.start()] if found else ""
+    lines = [m.group(0).strip() for m in _IMPORT_LINE.finditer(answer_prefix)]
+    return "".join(f"{line}\n" for line in lines if line not in code)
+
+
+def sanitize_python(code: str, entry_point: str) -> str:
+    """A whole Python answer reduced to what a solution module holds, as EvalPlus's sanitiser
+    does: unfinished last statements (cut by the token limit) dropped while the entry point
+    stays defined, then only imports, definitions and assignments kept (small models go on to
+    call and print their function at the top level). Code that does not parse is left as it is."""
+    import ast
+
+    lines = code.splitlines(keepends=True)
+    starts = [i for i, line in enumerate(lines) if line[:1].strip() and not line.startswith((")", "]", "}"))]
+    for end in [len(lines), *reversed(starts)]:
+        head = "".join(lines[:end])
+        try:
+            tree = ast.parse(head)
+        except SyntaxError:
+            continue
+        if not defines(head, entry_point):
+            return code
+        keep = (
+            ast.Import,
+            ast.ImportFrom,
+            ast.FunctionDef,
+            ast.AsyncFunctionDef,
+            ast.ClassDef,
+            ast.Assign,
+            ast.AnnAssign,
+        )
+        body = head.splitlines(keepends=True)
+        kept = []
+        for node in tree.body:
+            if isinstance(node, keep):
+                first = min([node.lineno, *(d.lineno for d in getattr(node, "decorator_list", []))])
+                kept.append("".join(body[first - 1 : node.end_lineno]).rstrip("\n") + "\n")
+        return "\n".join(kept)
+    return code
+
+
+def generate(ctx: EvalContext, prompts: list[str], settings: GenerationSettings) -> list[list[str]]:
+    """Completions from `ctx.backend`. Prompts that end inside an opened code block (the chat
+    layout of a code answer) are answered up to the closing fence, not the task's own stop
+    strings (those cut a continued function), and get the opener back in front of each answer."""
+    opened = [m.group(0) if (m := OPEN_FENCE.search(text)) else "" for text in prompts]
+    if not any(opened):
+        return ctx.backend.generate(prompts, settings)
+    if not all(opened):
+        raise CodepeftError("a generation call mixes chat code answers with other prompts")
+    fences = {f[3:-1] for f in opened}
+    stop = CHAT_CODE_STOP.get(fences.pop(), ["\n```"]) if len(fences) == 1 else ["\n```"]
+    completions = ctx.backend.generate(prompts, replace(settings, stop=stop))
+    return [[fence + c for c in cs] for fence, cs in zip(opened, completions, strict=True)]
 
 
 class TaskKind(StrEnum):
@@ -184,7 +296,7 @@ class Task:
         """Generate for the problems and score: {"scores": {metric: {...}}, "problems": [...]}."""
         prompts = self.render(problems, ctx)
         settings = replace(ctx.settings, n=self.samples(ctx.settings), stop=self.stop)
-        completions = ctx.backend.generate(prompts, settings)
+        completions = generate(ctx, prompts, settings)
         result = self.score(problems, completions, ctx.ks, ctx.pool)
         for record, prompt in zip(result["problems"], prompts, strict=True):
             record["prompt"] = prompt
@@ -198,7 +310,7 @@ class Task:
 
     def code_of(self, problem: dict, completion: str) -> str:
         """The code a completion stands for: re-joined with the prompt's code, or its fence."""
-        return extract_code(completion, self.prompt(problem).answer_prefix, self.entry_point(problem))
+        return extract_code(completion, self.prompt(problem).answer_prefix, self.entry_point(problem), self.language)
 
     def program(self, problem: dict, code: str) -> str:
         """The full program that runs the problem's tests on the code."""

@@ -128,7 +128,9 @@ class CyberSecEval(Task):
         ]
 
     def prompt(self, problem):
-        return Prompt(instruction=problem["test_case_prompt"], answer_prefix="", plain=problem["test_case_prompt"])
+        # the benchmark's prompt as it is, in every format: it asks for code in its own words
+        text = problem["test_case_prompt"]
+        return Prompt(instruction=text, answer_prefix="", plain=text, code_answer=False)
 
     def score(self, problems, completions, ks, pool=None):
         """The detector reads each answer's code; nothing is executed."""

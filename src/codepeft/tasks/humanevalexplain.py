@@ -75,7 +75,7 @@ class HumanEvalExplain(ExplainStages, Task):
             f"{code}\nProvide a concise natural language description of the code using at most {len(doc)} characters."
         )
         plain = f'{code}\n\n"""Description of {problem["entry_point"]} in at most {len(doc)} characters:\n'
-        return Prompt(instruction=instruction, answer_prefix="", plain=plain)
+        return Prompt(instruction=instruction, answer_prefix="", plain=plain, code_answer=False)
 
     def clean_description(self, problem, text: str) -> str:
         _, doc, _ = split_prompt(problem)

@@ -110,7 +110,7 @@ class HumanEvalPack(Task):
                 f"Write a {self.language_name} function `{problem.get('signature', problem['entry_point'])}` "
                 f"to solve the following problem:\n{problem.get('docstring', '')}"
             )
-            return Prompt(instruction=instruction, answer_prefix=prefix)
+            return Prompt(instruction=instruction, answer_prefix=prefix, language=self.language)
         context = prefix + problem["buggy_solution"]
         if self.mode == "fix":
             context += "\n" + problem["test"]
@@ -120,11 +120,12 @@ class HumanEvalPack(Task):
             answer_prefix=prefix,
             context=context,
             plain=f"{context}\n{comment} Fix bugs in {problem['entry_point']}.\n{prefix}",
+            language=self.language,
         )
 
     def code_of(self, problem, completion):
         prefix = self.answer_prefix(problem)
-        code = extract_code(completion, prefix, problem["entry_point"])
+        code = extract_code(completion, prefix, problem["entry_point"], self.language)
         if not code.startswith(prefix):  # a fenced answer that wrote the whole function itself
             return code
         return prefix + close_function(code[len(prefix) :], self.open_braces, HELPER.get(self.data_language))
@@ -178,7 +179,7 @@ class PackExplain(ExplainStages, HumanEvalPack):
         )
         name, c = problem["entry_point"], self.comment
         plain = f"{code}\n\n{c} Description of {name} in at most {cap} characters:\n{c} "
-        return Prompt(instruction=instruction, answer_prefix="", plain=plain)
+        return Prompt(instruction=instruction, answer_prefix="", plain=plain, language=self.language, code_answer=False)
 
     def clean_description(self, problem, text: str) -> str:
         return strip_code(text, max(len(problem.get("docstring") or ""), 1))
@@ -186,7 +187,9 @@ class PackExplain(ExplainStages, HumanEvalPack):
     def prompt_from(self, problem, description: str) -> Prompt:
         instruction = f"Write functional code in {self.language_name} according to the description.\n{description}"
         plain = f"{self.comment} {description}\n{problem['declaration']}"
-        return Prompt(instruction=instruction, answer_prefix=problem["declaration"], plain=plain)
+        return Prompt(
+            instruction=instruction, answer_prefix=problem["declaration"], plain=plain, language=self.language
+        )
 
     def prompt(self, problem):  # the regeneration prompt, for scoring completions made elsewhere
         return self.prompt_from(problem, problem.get("description", ""))

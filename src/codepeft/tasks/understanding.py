@@ -223,7 +223,7 @@ class ClassificationTask(Task):
         question = CLONE_QUESTION if self.detect == "clone" else DEFECT_QUESTION
         shots = "".join(f"{question}\n\n{self._body(e)}\n\nAnswer: {e['label']}\n\n" for e in self.examples)
         instruction = f"{shots}{question}\n\n{self._body(problem)}"
-        return Prompt(instruction=instruction, answer_prefix="", plain=f"{instruction}\n\nAnswer:")
+        return Prompt(instruction=instruction, answer_prefix="", plain=f"{instruction}\n\nAnswer:", code_answer=False)
 
     def samples(self, settings):
         return 1  # one answer per question

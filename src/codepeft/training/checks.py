@@ -18,8 +18,9 @@ from codepeft.errors import CodepeftError
 from codepeft.families import MethodFamily
 from codepeft.methods.apply import check_combination
 from codepeft.methods.registry import Method, get_method
+from codepeft.models.builtin import resolve_name
 from codepeft.models.hardware import resolve_dtype
-from codepeft.models.loading import context_limit, load_config, resolve_device, resolve_name
+from codepeft.models.loading import context_limit, load_config, resolve_device
 
 
 @dataclass

@@ -192,7 +192,13 @@ def _run_info(config, checked: CheckedRun, plan: Batching, params, train_ds, eva
             "batches": "padding-free" if plan.flatten else "packed rows" if config.data.packing is True else "padded",
             "attention": "per example" if plan.varlen else "masked",
             "dropout": "codepeft (64-bit draws)" if t.fast_dropout and device == "cpu" else "torch",
-            "logits": "at loss targets" if plan.logits_on_targets else "every position",
+            "logits": (
+                f"at loss targets, {config.train.loss_chunk} at a time"
+                if config.train.loss_chunk and not plan.encoder_decoder
+                else "at loss targets"
+                if plan.logits_on_targets
+                else "every position"
+            ),
         },
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
         **params,
@@ -256,6 +262,7 @@ def _trainer(config, checked: CheckedRun, plan: Batching, model, tokenizer, trai
         callbacks=callbacks,
         explode_factor=t.explode_factor,
         logits_on_targets=plan.logits_on_targets,
+        loss_chunk=0 if plan.encoder_decoder else t.loss_chunk,
     )
     return trainer, metrics
 

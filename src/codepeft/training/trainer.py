@@ -24,22 +24,45 @@ class CodepeftTrainer(Trainer):
     targets_seen = 0  # tokens that carry a loss
     _norms: list[float]
 
-    def __init__(self, *args, explode_factor: float | None = 1000.0, logits_on_targets: bool = False, **kwargs):
+    def __init__(
+        self,
+        *args,
+        explode_factor: float | None = 1000.0,
+        logits_on_targets: bool = False,
+        loss_chunk: int = 0,
+        **kwargs,
+    ):
         """`explode_factor`: stop when the gradient norm exceeds this many times the recent median
         (None: only NaN / inf stop); `logits_on_targets`: compute logits only where the loss reads
-        them (padding-free batches of models that take `logits_to_keep`)."""
+        them (padding-free batches of models that take `logits_to_keep`); `loss_chunk`: compute
+        the loss of decoder-only models over this many targets at a time (0: at once)."""
         self.explode_factor = explode_factor
         self.logits_on_targets = logits_on_targets
+        self.loss_chunk = loss_chunk
+        self._chunking_checked = False
         super().__init__(*args, **kwargs)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         n = inputs.pop("num_tokens", None)
-        if self.logits_on_targets and "labels" in inputs:
-            inputs = logits_at_targets(inputs)
         if n is not None and model.training:
             self.tokens_seen += int(n)
             self.targets_seen += count_targets(inputs, model)
+        if self.loss_chunk and "labels" in inputs and not return_outputs and self._can_chunk(model, inputs):
+            # a model that takes no loss kwargs returns a mean, which the Trainer divides by the
+            # accumulation steps itself: then so does this
+            count = num_items_in_batch if self.model_accepts_loss_kwargs else None
+            return chunked_causal_loss(model, inputs, self.loss_chunk, count)
+        if self.logits_on_targets and "labels" in inputs:
+            inputs = logits_at_targets(inputs)
         return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+
+    def _can_chunk(self, model, inputs) -> bool:
+        """Checked once, on the first batch: whether the model's logits are its output layer applied
+        to its last hidden state (no soft-capping or scaling the chunked loss would miss)."""
+        if not self._chunking_checked:
+            self._chunking_checked = True
+            self.loss_chunk = self.loss_chunk if logits_are_head_of_hidden(model, inputs) else 0
+        return bool(self.loss_chunk)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs.pop("num_tokens", None)
@@ -81,6 +104,64 @@ def logits_at_targets(inputs: dict) -> dict:
     shifted = torch.nn.functional.pad(labels, (0, 1), value=-100)[:, 1:]
     keep = (shifted[0] != -100).nonzero().squeeze(1)
     return {**inputs, "logits_to_keep": keep, "shift_labels": shifted[:, keep]}
+
+
+def _last_hidden(model, inputs: dict) -> torch.Tensor:
+    """The last hidden state at the input positions (virtual tokens of prompt methods, which
+    come first, left out); logits are computed for one position only."""
+    kwargs = {k: v for k, v in inputs.items() if k not in ("labels", "shift_labels")}
+    out = model(**kwargs, output_hidden_states=True, logits_to_keep=1)
+    return out.hidden_states[-1][:, -inputs["input_ids"].shape[1] :]
+
+
+@torch.no_grad()
+def logits_are_head_of_hidden(model, inputs: dict) -> bool:
+    """Whether the model's logits equal its output layer applied to the last hidden state, on
+    the first 16 tokens of the batch's first row (so the chunked loss computes the same loss)."""
+    base = base_model(model)
+    head = base.get_output_embeddings()
+    if head is None or getattr(base.config, "is_encoder_decoder", False):
+        return False
+    was_training = model.training
+    model.eval()  # no dropout: the two passes must see the same network
+    try:
+        small = {k: v[:1, :16] for k, v in inputs.items() if k in ("input_ids", "attention_mask", "position_ids")}
+        logits = model(**small).logits[:, -small["input_ids"].shape[1] :]
+        mine = head(_last_hidden(model, small))
+        return logits.shape == mine.shape and torch.allclose(logits.float(), mine.float(), atol=1e-4, rtol=1e-4)
+    except (TypeError, ValueError, AttributeError, IndexError):  # a model that takes no logits_to_keep
+        return False
+    finally:
+        model.train(was_training)
+
+
+def chunked_causal_loss(model, inputs: dict, chunk: int, num_items_in_batch=None) -> torch.Tensor:
+    """Causal-LM cross-entropy computed `chunk` targets at a time: the output layer runs on the
+    hidden states of the target positions only, and each chunk's logits are recomputed in the
+    backward pass instead of kept, so peak memory no longer grows with vocabulary x tokens.
+    Equal to the model's own loss (mean over targets, or sum / `num_items_in_batch` as
+    transformers computes it under gradient accumulation)."""
+    labels = inputs["labels"]
+    shifted = torch.nn.functional.pad(labels, (0, 1), value=-100)[:, 1:]
+    hidden = _last_hidden(model, inputs)
+    where = shifted != -100
+    states, targets = hidden[where], shifted[where]
+    head = base_model(model).get_output_embeddings()
+
+    def piece(h: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.cross_entropy(head(h).float(), t, reduction="sum")
+
+    total = hidden.new_zeros((), dtype=torch.float32)
+    for start in range(0, len(targets), chunk):
+        h, t = states[start : start + chunk], targets[start : start + chunk]
+        if torch.is_grad_enabled():
+            total = total + torch.utils.checkpoint.checkpoint(piece, h, t, use_reentrant=False)
+        else:
+            total = total + piece(h, t)
+    count = num_items_in_batch if num_items_in_batch is not None else max(len(targets), 1)
+    if isinstance(count, torch.Tensor):
+        count = count.to(total.device)
+    return total / count
 
 
 def count_targets(inputs: dict, model) -> int:
