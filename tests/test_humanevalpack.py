@@ -35,6 +35,10 @@ def test_canonical_passes_everything_bug_and_empty_pass_nothing(language):
         pytest.skip(why)
     problems = synth.problems()
     assert len(problems) == 164
+    if os.environ.get("CI") and not os.environ.get("CODEPEFT_FULL_PACK"):
+        # CI's time budget: every third problem (55 a language, ~1/3 of the time); a full run
+        # here, or with CODEPEFT_FULL_PACK=1, checks all 164
+        problems = problems[::3]
     pool = SandboxPool(workers=2)
     failed = {p["task_id"] for p in problems} - set(
         _passed(synth, problems, [[p["canonical_solution"]] for p in problems], pool)

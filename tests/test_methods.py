@@ -165,7 +165,17 @@ def test_method_on_architecture(tmp_path, tiny_model, tiny_tokenizer, train_file
     check_method(tmp_path, tiny_model, tiny_tokenizer, train_file, arch, name)
 
 
-@pytest.mark.parametrize("name", NAMED + GENERIC)
+# On the real SmolLM2 weights every method family runs in the default suite (about 20 s a
+# method on two cores: the 49,152-token vocabulary is most of the cost); the other generic peft
+# tuners, already run on every tiny architecture above, are marked slow (pytest -m slow).
+SLICE_DEFAULT = {*NAMED, "adalora", "loha", "lokr", "vera"}  # QLoRA: tests/test_smollm2.py
+SLICE_CASES = [
+    pytest.param(name, marks=() if name in SLICE_DEFAULT else pytest.mark.slow)
+    for name in [*NAMED, *GENERIC]
+]
+
+
+@pytest.mark.parametrize("name", SLICE_CASES)
 def test_method_on_the_real_smollm2_weights(tmp_path, tiny_model, tiny_tokenizer, train_file, name):
     """Every method on two layers of the real SmolLM2-135M-Instruct (Llama, vocabulary 49,152,
     width 576, 9 heads / 3 key-value heads, tied embeddings): trains, saves, reloads, merges

