@@ -39,7 +39,7 @@ def test_the_chat_layout_puts_the_code_in_the_user_turn_and_opens_the_answer(cha
     user, start = chat_turn(task.prompt(problem))
     assert "```python\nfrom typing import List\n\n\ndef has_close_elements(" in user
     assert user.rstrip().endswith('"""\n```')
-    assert start == code_answer_start("python") and start.endswith("```python\n")
+    assert start == code_answer_start("python") == "```python\n"
     text = render_prompt(task.prompt(problem), "chat", chat_tokenizer)
     assert text.endswith("<|im_start|>assistant\n" + start)
     # the plain layout is still the bare completion prompt
@@ -50,7 +50,7 @@ def test_code_to_fix_is_fenced_and_prose_answers_are_not_opened(chat_tokenizer):
     fix = get_task("humanevalfix-js")
     user, start = chat_turn(fix.prompt(fix.problems()[0]))
     assert user.startswith("Fix bugs in hasCloseElements.\n```javascript\n")
-    assert start.endswith("```javascript\n") and "JavaScript script" in start
+    assert start == "```javascript\n" and "self-contained JavaScript script" in user
     explain = get_task("humanevalexplain-python")
     user, start = chat_turn(explain.describe_prompt(explain.problems()[0]))
     assert start == "" and "Provide a concise natural language description" in user

@@ -39,14 +39,11 @@ LANGUAGE_NAMES = {
 
 
 def code_answer_start(language: str) -> str:
-    """How a chat model's code answer opens (EvalPlus's convention): a sentence, then a code
-    block the model writes whole. Evaluation pre-fills it; chat training data with code answers
-    carries it, so a model tuned on them is evaluated the way it was trained."""
-    name = LANGUAGE_NAMES.get(language, language)
-    return (
-        f"Below is a {name} script with a self-contained function that solves the problem and passes "
-        f"corresponding tests:\n```{language}\n"
-    )
+    """How a chat model's code answer opens: a code block the model writes whole (EvalPlus's
+    convention, without its sentence before the block, which talks small models into whole
+    programs where one line is asked for). Evaluation pre-fills it; chat training data with code
+    answers carries it, so a model tuned on them is evaluated the way it was trained."""
+    return f"```{language}\n"
 
 
 def chat(ex: dict, tokenizer) -> tuple[str, str]:
