@@ -90,7 +90,7 @@ def main() -> None:
                 lines = [json.loads(x) for x in out.stdout.strip().splitlines() if x.startswith("{")]
                 measured = lines[-1]["peak_bytes"]
                 attention = "sdpa" if lines[0]["attention"] == "sdpa" else "eager"
-                est = estimate(str(path), method, seq_len=SEQ, batch=BATCH, dtype="fp32", device="cpu",
+                est = estimate(str(path), method, seq_len=SEQ, batch=BATCH, dtype="fp32", device="cpu", loss_chunk=0,
                                attention=attention)  # fmt: skip
                 rows.append(
                     {

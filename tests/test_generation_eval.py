@@ -219,3 +219,16 @@ def test_vllm_would_serve_the_tuned_weights(tiny_model, tmp_path, monkeypatch, m
         assert asked == {"serve_model": str(base), "adapter_dir": str(run / "adapter"), "family": "lora"}
     else:
         assert asked == {"serve_model": str(run / "model"), "adapter_dir": None, "family": "full"}
+
+
+def test_per_task_limits_take_each_tasks_first_problems(tmp_path, tiny_model):
+    """`limits` (a study's `eval.limits`) caps each task on its own; `limit` is the rest's cap."""
+    from codepeft.evaluation import evaluate
+
+    settings = GenerationSettings(max_new_tokens=4)
+    results = evaluate(
+        str(tiny_model("gpt_bigcode")), ["humaneval", "mbpp"], settings, [1], limit=3,
+        output_dir=tmp_path / "ev", limits={"humaneval": 1},
+    )  # fmt: skip
+    assert [len(results[t]["problems"]) for t in ("humaneval", "mbpp")] == [1, 3]
+    assert (results["humaneval"]["limit"], results["mbpp"]["limit"]) == (1, 3)

@@ -94,6 +94,28 @@ def test_code_is_taken_from_tricky_answers(answer, expected_in, expected_out):
     compile(code, "answer", "exec")
 
 
+def test_an_answer_that_repeats_the_code_it_was_given_is_the_whole_program():
+    """Without an entry point (security scenarios), an answer that starts with the given code is
+    used as it is, not appended to it."""
+    given = "import os\n\ndef handler(path):\n"
+    whole = "import os\n\ndef handler(path):\n    return open(path).read()\n"
+    assert extract_code(f"```python\n{whole}```", given) == whole
+    assert extract_code("```python\n    return 1\n```", given) == given + "    return 1\n"
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected_in", "expected_out"),
+    [
+        # repeating the prompt's import, the whole function is still sanitised
+        (f"```python\nfrom typing import List\n{HAS_CLOSE}\nprint(1)\n```", [HAS_CLOSE], ["print(1)"]),
+    ],
+)
+def test_answers_repeating_the_given_code_are_sanitised_too(answer, expected_in, expected_out):
+    task, problem = get_task("humaneval"), _problem("HumanEval/0")
+    code = task.code_of(problem, answer)
+    assert all(t in code for t in expected_in) and not any(t in code for t in expected_out)
+
+
 def test_whole_answers_that_pass_in_the_sandbox():
     """The reference solutions, written as a chat model writes them (whole functions, no
     imports, a demo call at the end, the fence left open), pass; wrong ones do not."""

@@ -73,6 +73,8 @@ def test_study_config_errors_name_the_problem(tmp_path, tiny_model):
         ({"data": {"train": "stdlib-instruct"}}, "training data goes under `datasets`"),
         ({"methods": [{"name": "lora"}, {"name": "lora"}]}, "share the label(s) ['lora']"),
         ({"modelz": []}, "unknown config key 'modelz'"),
+        ({"eval": {"tasks": ["humaneval"], "limits": {"mbpp": 3}}}, "eval.limits names tasks not in eval.tasks: mbpp"),
+        ({"eval": {"tasks": ["humaneval"], "limits": {"humaneval": 0}}}, "eval.limits must be positive"),
     ]
     for change, message in cases:
         with pytest.raises(CodepeftError) as err:

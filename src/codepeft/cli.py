@@ -461,7 +461,7 @@ def report_cmd(study_dir: Path = typer.Argument(..., help="A study directory (ho
 
 @command()
 def estimate(
-    model: str = typer.Option("default", "--model", help="Hub id, local model directory or 'default'."),
+    model: str = typer.Option("default", "--model", help="Hub id, local model directory or a built-in model."),
     method: str = typer.Option("lora", "--method"),
     method_opt: list[str] = typer.Option([], "--method-opt", help="KEY=VALUE option of the method: r=16"),
     seq_len: int = typer.Option(2048, "--seq-len"),
@@ -471,6 +471,7 @@ def estimate(
     optimizer: str = typer.Option("adamw", help="adamw (two fp32 states) or adafactor."),
     attention: str = typer.Option("sdpa", help="sdpa (no stored scores) or eager."),
     device: str = typer.Option("cuda", help="cuda adds the CUDA context; cpu adds nothing."),
+    loss_chunk: int = typer.Option(1024, "--loss-chunk", help="train.loss_chunk of the run (0: all logits at once)."),
     memory: float = typer.Option(None, "--memory", help="GB available: says whether it fits and what would."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -482,7 +483,7 @@ def estimate(
     options = {k: parse_scalar(v) for k, v in _pairs(method_opt, "--method-opt").items()}
     kwargs = dict(
         model=model, method=method, method_options=options, seq_len=seq_len, batch=batch, dtype=dtype,
-        quantization=quantization, optimizer=optimizer, attention=attention, device=device,
+        quantization=quantization, optimizer=optimizer, attention=attention, device=device, loss_chunk=loss_chunk,
     )  # fmt: skip
     plain = predict(**kwargs)
     checkpointed = predict(**{**kwargs, "gradient_checkpointing": True})

@@ -179,6 +179,7 @@ def estimate(
     optimizer: str = "adamw",
     attention: str = "sdpa",
     device: str = "cuda",
+    loss_chunk: int = 1024,
 ) -> Estimate:
     from codepeft.config import ModelSpec
     from codepeft.methods import ApplyContext, count_parameters, get_method
@@ -224,6 +225,9 @@ def estimate(
         activations = saved
     # The loss's backward starts with the fp32 log-softmax (kept), its gradient and the
     # logits' gradient alive together; a half-precision model adds the logits' own gradient.
+    if loss_chunk and not getattr(config, "is_encoder_decoder", False):
+        # training's chunked cross-entropy (train.loss_chunk) holds one chunk's logits at a time
+        logit_values = min(logit_values, loss_chunk * (logit_values // (batch * seq_len)))
     logits = logit_values * (12 + (width if width < 4 else 0))
     # fp32 master weights and optimizer state are there throughout; gradients grow while the
     # backward pass frees activations, so they count where they outweigh what is freed.

@@ -111,7 +111,7 @@ def defines(code: str, entry_point: str, language: str = "python") -> bool:
 
 def extract_code(completion: str, answer_prefix: str, entry_point: str | None = None, language: str = "python") -> str:
     """Re-join a completion with its prefix; a fenced answer (chat models) is taken from the fence,
-    and used alone when it defines the entry point itself."""
+    and used alone when it starts with the code it was given or defines the entry point itself."""
     match = FENCE.search(completion)
     if match is None:
         return answer_prefix + completion
@@ -120,6 +120,9 @@ def extract_code(completion: str, answer_prefix: str, entry_point: str | None = 
         if language == "python":
             code = sanitize_python(code, entry_point)
         return _missing_head(answer_prefix, code, entry_point, language) + code
+    first_line = next((line for line in answer_prefix.splitlines() if line.strip()), None)
+    if first_line is not None and code.lstrip().startswith(first_line.strip()):
+        return code  # the answer repeats the code it was given: it is the whole program
     return answer_prefix + code
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 
-from codepeft.tasks.base import FENCE, Prompt, Task, extract_code, render_prompt
+from codepeft.tasks.base import FENCE, Prompt, Task, extract_code, generate, render_prompt
 from codepeft.tasks.humaneval import humaneval_problems, split_prompt, test_program
 
 _CODE_LINE = re.compile(r"^\s*(def |class |return |import |from \S+ import |for .*:$|if .*:$|while .*:$|\w+ = )")
@@ -40,12 +40,12 @@ class ExplainStages:
         """Stage 1 describes each solution (n descriptions); stage 2 regenerates code from each
         description (one completion per description); pass@k on the regenerated programs."""
         describe = [render_prompt(self.describe_prompt(p), ctx.fmt, ctx.tokenizer) for p in problems]
-        texts = ctx.backend.generate(describe, replace(ctx.settings, stop=self.describe_stop()))
+        texts = generate(ctx, describe, replace(ctx.settings, stop=self.describe_stop()))
         descriptions = [[self.clean_description(p, t) for t in ts] for p, ts in zip(problems, texts, strict=True)]
         flat = [(i, d) for i, ds in enumerate(descriptions) for d in ds]
         # a baseline's examples go in front of the regeneration prompts only
         regen_prompts = ctx.prompter([self.prompt_from(problems[i], d) for i, d in flat])
-        regen = ctx.backend.generate(regen_prompts, replace(ctx.settings, n=1, stop=self.stop))
+        regen = generate(ctx, regen_prompts, replace(ctx.settings, n=1, stop=self.stop))
         completions: list[list[str]] = [[] for _ in problems]
         for (i, _), r in zip(flat, regen, strict=True):
             completions[i].append(r[0])

@@ -3,6 +3,8 @@ CodeBLEU (`codebleu`)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from codepeft.config import DatasetSpec
 from codepeft.data import load_examples
 from codepeft.data.formats import query_text, render
@@ -53,6 +55,16 @@ class MatchTask(Task):
 
         tests = [TaskPrompt(self.text_prompt(p, ctx.fmt, ctx.tokenizer), query_text(p), "") for p in problems]
         return ctx.prompter.render(tests, [query_text(p) for p in problems])
+
+    def run(self, problems, ctx):
+        """Answers are cut at twice the longest reference of the problems, in tokens (at least 32):
+        one longer cannot match, and a model that writes a whole program where one line is
+        asked for would spend minutes a problem. The cap is recorded with the result."""
+        longest = max((len(ctx.tokenizer(p["output"])["input_ids"]) for p in problems), default=0)
+        cap = min(ctx.settings.max_new_tokens, max(32, 2 * longest))
+        result = super().run(problems, replace(ctx, settings=replace(ctx.settings, max_new_tokens=cap)))
+        result["max_new_tokens"] = cap
+        return result
 
     def score(self, problems, completions, ks, pool=None):
         return score_match(problems, completions, ks)

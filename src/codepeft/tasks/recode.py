@@ -24,7 +24,7 @@ from dataclasses import replace
 from codepeft.data.shipped import read_shipped, shipped_root
 from codepeft.errors import CodepeftError
 from codepeft.metrics import pass_at_k
-from codepeft.tasks.base import Prompt, Task, TaskKind
+from codepeft.tasks.base import Prompt, Task, TaskKind, generate
 from codepeft.tasks.humaneval import humaneval_problems, split_prompt
 from codepeft.tasks.mbpp import mbpp_test_problems
 from codepeft.tasks.perturb import PERTURBATIONS, variants
@@ -146,7 +146,7 @@ class ReCode(Task):
         summarise per perturbation (`summarize`)."""
         items, index = self.expand(problems)
         prompts = ctx.prompter([self.prompt(p) for p in items])
-        completions = ctx.backend.generate(prompts, replace(ctx.settings, stop=self.stop))
+        completions = generate(ctx, prompts, replace(ctx.settings, stop=self.stop))
         result = score_execution(self, items, completions, ctx.ks, ctx.pool)
         passed = [[s["outcome"] == "passed" for s in r["samples"]] for r in result["problems"]]
         for record, (_, name, variant) in zip(result["problems"], index, strict=True):
