@@ -170,8 +170,7 @@ def test_method_on_architecture(tmp_path, tiny_model, tiny_tokenizer, train_file
 # tuners, already run on every tiny architecture above, are marked slow (pytest -m slow).
 SLICE_DEFAULT = {*NAMED, "adalora", "loha", "lokr", "vera"}  # QLoRA: tests/test_smollm2.py
 SLICE_CASES = [
-    pytest.param(name, marks=() if name in SLICE_DEFAULT else pytest.mark.slow)
-    for name in [*NAMED, *GENERIC]
+    pytest.param(name, marks=() if name in SLICE_DEFAULT else pytest.mark.slow) for name in [*NAMED, *GENERIC]
 ]
 
 

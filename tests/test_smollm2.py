@@ -197,3 +197,28 @@ def test_qlora_on_the_real_smollm2_weights(tiny_model, tmp_path, train_file):
     torch.testing.assert_close(model(input_ids=ids).logits, result.model(input_ids=ids).logits)
     out = model.generate(input_ids=ids, max_new_tokens=3, do_sample=False, pad_token_id=tok.pad_token_id)
     assert out.shape[-1] == 7
+
+
+def test_a_built_in_model_is_built_whole_or_not_at_all(tmp_path):
+    """A build that fails leaves no model directory (the next use builds again); one that
+    succeeds is reused without building."""
+    from codepeft.models.builtin import build_once
+
+    out, calls = tmp_path / "models" / "m", []
+
+    def failing(tmp):
+        tmp.mkdir(parents=True)
+        (tmp / "half.bin").write_bytes(b"x")
+        raise RuntimeError("interrupted")
+
+    def working(tmp):
+        calls.append(tmp)
+        tmp.mkdir(parents=True)
+        (tmp / "done.json").write_text("{}")
+
+    with pytest.raises(RuntimeError):
+        build_once(out, "done.json", failing)
+    assert not out.exists()
+    assert build_once(out, "done.json", working) == out and (out / "done.json").is_file()
+    assert build_once(out, "done.json", working) == out and len(calls) == 1
+    assert build_once(out, "done.json", working, force=True) == out and len(calls) == 2

@@ -13,18 +13,17 @@ import json
 import math
 import os
 import random
-import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from filelock import FileLock
 from tqdm.auto import tqdm
 from transformers import GPTBigCodeConfig, GPTBigCodeForCausalLM, get_cosine_schedule_with_warmup
 
 from codepeft.corpus import split_of, stdlib_files
+from codepeft.models.builtin import build_once
 from codepeft.models.tokenizer import train_bpe_tokenizer
 from codepeft.paths import cache_dir
 
@@ -62,19 +61,7 @@ def model_dir(spec: BootstrapSpec) -> Path:
 def ensure_default_model(spec: BootstrapSpec | None = None, force: bool = False, progress: bool = True) -> Path:
     """Path of the cached default model, building it first if needed."""
     spec = spec or default_spec()
-    out = model_dir(spec)
-    if (out / INFO_FILE).is_file() and not force:
-        return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(out) + ".lock"):
-        if (out / INFO_FILE).is_file() and not force:
-            return out  # another process built it while we waited
-        tmp = out.with_name(out.name + ".building")
-        shutil.rmtree(tmp, ignore_errors=True)
-        build(spec, tmp, progress=progress)
-        shutil.rmtree(out, ignore_errors=True)
-        tmp.rename(out)
-    return out
+    return build_once(model_dir(spec), INFO_FILE, lambda tmp: build(spec, tmp, progress=progress), force)
 
 
 def _blocks(token_ids: list[int], seq_len: int) -> torch.Tensor:

@@ -26,6 +26,28 @@ BUILTIN_MODELS: dict[str, Callable[[], Path]] = {
 }
 
 
+def build_once(out: Path, done_file: str, make: Callable[[Path], object], force: bool = False) -> Path:
+    """`out`, made by `make(tmp)` in a sibling folder and moved into place once complete (so a
+    crash leaves no half-built model), under a file lock (so parallel workers build it once).
+    `done_file` inside `out` marks it built."""
+    import shutil
+
+    from filelock import FileLock
+
+    if (out / done_file).is_file() and not force:
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(out) + ".lock"):
+        if (out / done_file).is_file() and not force:
+            return out  # another process built it while we waited
+        tmp = out.with_name(out.name + ".building")
+        shutil.rmtree(tmp, ignore_errors=True)
+        make(tmp)
+        shutil.rmtree(out, ignore_errors=True)
+        tmp.rename(out)
+    return out
+
+
 def resolve_name(name_or_path: str) -> str:
     """The directory of a built-in model (made on first use), else the name as given."""
     make = BUILTIN_MODELS.get(name_or_path)

@@ -17,9 +17,8 @@ import time
 import warnings
 from pathlib import Path
 
-from filelock import FileLock
-
 from codepeft.errors import CodepeftError
+from codepeft.models.builtin import build_once
 from codepeft.paths import cache_dir
 
 NAME = "smollm2-135m"
@@ -53,16 +52,7 @@ def ensure_smollm2(force: bool = False, progress: bool = True) -> Path:
     if (out / INFO_FILE).is_file() and not force:
         return out
     source = gguf_file()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(out) + ".lock"):
-        if (out / INFO_FILE).is_file() and not force:
-            return out  # another process converted it while we waited
-        tmp = out.with_name(out.name + ".building")
-        shutil.rmtree(tmp, ignore_errors=True)
-        convert_gguf(source, tmp, progress=progress, provenance=_provenance(source))
-        shutil.rmtree(out, ignore_errors=True)
-        tmp.rename(out)
-    return out
+    return build_once(out, INFO_FILE, lambda tmp: convert_gguf(source, tmp, progress, _provenance(source)), force)
 
 
 def _provenance(source: Path) -> dict:
