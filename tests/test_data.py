@@ -24,6 +24,7 @@ def test_study_loaders_read_their_real_schemas():
         "instruction": "convert a list of integers `x` into a single integer",
         "input": "",
         "output": "int(''.join(map(str, x)))",
+        "language": "python",  # its answers are code (chat training puts them in a code block)
     }
     assert conala[1]["instruction"] == "How to convert a string to lowercase"  # falls back to intent
 

@@ -218,8 +218,10 @@ def check_method(tmp_path, tiny_model, tiny_tokenizer, train_file, arch, name):
     # save then reload gives identical logits
     reloaded, _, info = load_run(result.run_dir, device="cpu")
     assert info["status"] == "completed"
-    # (float32 rounding only: AdaLoRA's reloaded inference path orders its matmuls differently)
-    torch.testing.assert_close(_logits(reloaded, batch), _logits(model, batch), rtol=1e-5, atol=1e-5)
+    # (float32 rounding only: AdaLoRA's reloaded inference path orders its matmuls differently;
+    # the real weights' logits reach about 20, so their rounding is larger)
+    tolerance = 5e-5 if arch == SMOLLM2_SLICE else 1e-5
+    torch.testing.assert_close(_logits(reloaded, batch), _logits(model, batch), rtol=tolerance, atol=tolerance)
 
     # merge, where the method allows it, gives the same logits
     method = get_method(name)

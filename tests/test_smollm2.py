@@ -168,7 +168,7 @@ def test_the_whole_real_model_tunes_on_chat_data_and_answers_in_the_chat_layout(
         ],
     )
     run = train(cfg, tmp_path / "run")
-    assert run.cost["trainable_parameters"] < 0.02 * run.cost["total_parameters"]
+    assert run.cost["trainable_params"] < 0.02 * run.cost["total_params"]
     settings = GenerationSettings(max_new_tokens=24, batch_size=2)
     results = evaluate(str(run.run_dir), ["humaneval"], settings, [1], limit=2, output_dir=tmp_path / "eval")
     result = results["humaneval"]

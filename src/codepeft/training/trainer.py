@@ -127,12 +127,18 @@ def logits_are_head_of_hidden(model, inputs: dict) -> bool:
     try:
         small = {k: v[:1, :16] for k, v in inputs.items() if k in ("input_ids", "attention_mask", "position_ids")}
         logits = model(**small).logits[:, -small["input_ids"].shape[1] :]
-        mine = head(_last_hidden(model, small))
+        mine = head(_as_head_input(head, _last_hidden(model, small)))
         return logits.shape == mine.shape and torch.allclose(logits.float(), mine.float(), atol=1e-4, rtol=1e-4)
-    except (TypeError, ValueError, AttributeError, IndexError):  # a model that takes no logits_to_keep
+    except (TypeError, ValueError, AttributeError, IndexError, RuntimeError):  # no logits_to_keep, or a dtype
         return False
     finally:
         model.train(was_training)
+
+
+def _as_head_input(head, hidden: torch.Tensor) -> torch.Tensor:
+    """The hidden state in the output layer's dtype (a bf16 base under fp32 training keeps it so)."""
+    weight = getattr(head, "weight", None)
+    return hidden.to(weight.dtype) if isinstance(weight, torch.Tensor) and weight.is_floating_point() else hidden
 
 
 def chunked_causal_loss(model, inputs: dict, chunk: int, num_items_in_batch=None) -> torch.Tensor:
@@ -149,7 +155,7 @@ def chunked_causal_loss(model, inputs: dict, chunk: int, num_items_in_batch=None
     head = base_model(model).get_output_embeddings()
 
     def piece(h: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.cross_entropy(head(h).float(), t, reduction="sum")
+        return torch.nn.functional.cross_entropy(head(_as_head_input(head, h)).float(), t, reduction="sum")
 
     total = hidden.new_zeros((), dtype=torch.float32)
     for start in range(0, len(targets), chunk):
