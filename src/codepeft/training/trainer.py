@@ -95,13 +95,17 @@ class CodepeftTrainer(Trainer):
         raise NonFiniteLossError(self.state.global_step + 1, loss, last, what)
 
 
+def shift_labels(labels: torch.Tensor) -> torch.Tensor:
+    """The label each position predicts (the next token's), -100 at the last position."""
+    return torch.nn.functional.pad(labels, (0, 1), value=-100)[:, 1:]
+
+
 def logits_at_targets(inputs: dict) -> dict:
     """Ask a one-row (padding-free) batch's model for logits only at the positions that predict
     a label, with those labels already shifted: the same loss, without the vocabulary-wide
     product, log-softmax and gradient at prompt and boundary tokens (with response-only loss,
     most of a row). The model passes `shift_labels` on to transformers' causal-LM loss."""
-    labels = inputs["labels"]
-    shifted = torch.nn.functional.pad(labels, (0, 1), value=-100)[:, 1:]
+    shifted = shift_labels(inputs["labels"])
     keep = (shifted[0] != -100).nonzero().squeeze(1)
     return {**inputs, "logits_to_keep": keep, "shift_labels": shifted[:, keep]}
 
@@ -147,8 +151,7 @@ def chunked_causal_loss(model, inputs: dict, chunk: int, num_items_in_batch=None
     backward pass instead of kept, so peak memory no longer grows with vocabulary x tokens.
     Equal to the model's own loss (mean over targets, or sum / `num_items_in_batch` as
     transformers computes it under gradient accumulation)."""
-    labels = inputs["labels"]
-    shifted = torch.nn.functional.pad(labels, (0, 1), value=-100)[:, 1:]
+    shifted = shift_labels(inputs["labels"])
     hidden = _last_hidden(model, inputs)
     where = shifted != -100
     states, targets = hidden[where], shifted[where]
