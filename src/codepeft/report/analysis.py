@@ -6,6 +6,7 @@ a report that says "one model size: no scale trend to show" is better than a mis
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 
@@ -31,6 +32,7 @@ class StudyData:
     costs: pd.DataFrame
     runs: pd.DataFrame
     curves: pd.DataFrame
+    problems: pd.DataFrame  # long: one row per cell x task x problem x per-problem metric
 
 
 def load(store: Store) -> StudyData:
@@ -40,15 +42,18 @@ def load(store: Store) -> StudyData:
     cells = frame("cells")
     cells = cells[cells["status"] == "done"].copy() if len(cells) else cells
     metrics, costs, runs, curves = frame("metrics"), frame("costs"), frame("runs"), frame("curves")
+    problems = frame("problems")
+    if len(problems):
+        problems["detail"] = problems["detail"].map(lambda d: json.loads(d) if isinstance(d, str) else None)
     if len(cells):
         cells["family"] = cells["family"].replace(LEGACY_FAMILIES)
         cells["kind"] = cells["family"].map(lambda f: PROMPTING.get(f, "tuning"))
         cells["model_size"] = _sizes(cells, costs)
         keep = set(cells["cell_id"])
-        metrics, costs, runs, curves = (
-            f[f["cell_id"].isin(keep)] if len(f) else f for f in (metrics, costs, runs, curves)
+        metrics, costs, runs, curves, problems = (
+            f[f["cell_id"].isin(keep)] if len(f) else f for f in (metrics, costs, runs, curves, problems)
         )
-    return StudyData(cells, metrics, costs, runs, curves)
+    return StudyData(cells, metrics, costs, runs, curves, problems)
 
 
 def _sizes(cells: pd.DataFrame, costs: pd.DataFrame) -> pd.Series:

@@ -12,7 +12,9 @@ from pathlib import Path
 import pandas as pd
 
 from codepeft.report import analysis as A
+from codepeft.report import claims as C
 from codepeft.report import figures as F
+from codepeft.report import findings as S
 from codepeft.study.store import open_store
 
 
@@ -67,12 +69,36 @@ def write_report(directory: str | Path) -> Path:
         A.score_table(data),
         "Every metric of every task (95% CI in brackets; ±sd over seeds for ICL).",
     )
+    comps = S.comparisons(data)
+    if len(comps):
+        _write_table(comps, tables_dir, "comparisons")
+    table(
+        "Findings",
+        "findings",
+        _findings_frame(comps),
+        "What the paired tests support, per model, training set and task: every pair of methods on the same "
+        f"problems (exact McNemar for greedy pass@1, paired permutation for sampled pass@k, paired bootstrap for "
+        f"match metrics and losses), Holm-corrected across the pairs of a task, alpha {S.ALPHA}. Every pair: "
+        "tables/comparisons.csv.",
+    )
+    joint = _joint_sets(directory)
+    table(
+        "The two studies' claims on this data",
+        "claims",
+        pd.DataFrame(
+            [{**c, "evidence": "; ".join(c["evidence"])} for c in C.claims(data, comps, joint)],
+            columns=["claim", "source", "verdict", "evidence"],
+        ),
+        "Supported or contradicted only by differences that survive the tests; undecided otherwise "
+        "(a match needs every interval within 5% of the metric's scale).",
+    )
     table(
         "Overall ranking",
         "ranking",
-        A.ranking(data),
-        "Primary score of each task, min-max normalised across methods of one model and training set, averaged "
-        f"over tasks ({A.ranking_basis(data)}).",
+        _ranking(data, comps),
+        "Methods ranked by significant wins minus losses over the downstream tasks (pairs that survive the "
+        "tests); equal counts share a rank, because the data does not order them. The mean normalised score "
+        f"(min-max per task, {A.ranking_basis(data)}) is shown but does not rank.",
         F.ranking(data, figures_dir / "ranking.png"),
     )
     table(
@@ -142,10 +168,36 @@ def write_report(directory: str | Path) -> Path:
     table(
         "Joint vs separate training",
         "joint_vs_separate",
-        A.joint_vs_separate(data, _joint_sets(directory)),
+        A.joint_vs_separate(data, joint),
         "Each task's primary score for adapters trained on one set and on the union.",
     )
     return _finish(directory, out, status, sections)
+
+
+def _findings_frame(comps: pd.DataFrame) -> pd.DataFrame | str:
+    found = S.task_findings(comps)
+    if not found:
+        return "no two methods were evaluated on the same problems yet"
+    rows = [
+        {"model": f["model"], "training set": f["dataset"], "task": f["task"], "metric": f["metric"], "finding": line}
+        for f in found
+        for line in f["lines"] or ["no pair of methods to compare"]
+    ]
+    return pd.DataFrame(rows)
+
+
+def _ranking(data: A.StudyData, comps: pd.DataFrame) -> pd.DataFrame:
+    ranked = S.significance_ranking(comps)
+    scores = A.normalised(data)
+    if not len(ranked):
+        return A.ranking(data)
+    if len(scores):
+        scores = scores.rename(columns={"method_label": "method"})[
+            ["model", "dataset", "method", "mean_normalised_score"]
+        ]
+        ranked = ranked.merge(scores, on=["model", "dataset", "method"], how="left")
+    return ranked[["model", "dataset", "rank", "method", "wins", "losses", "net", "pairs",
+                   *(["mean_normalised_score"] if "mean_normalised_score" in ranked else [])]]  # fmt: skip
 
 
 def _finish(directory: Path, out: Path, status: dict, sections: list) -> Path:

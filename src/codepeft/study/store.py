@@ -7,6 +7,9 @@ Schema (documented in docs/study.md):
   metrics one row per (cell, task, metric): value, n, k, 95% CI, spread over seeds, detail (JSON)
   costs   trainable / total parameters, peak memory, training wall time, tokens, tokens/s, eval time
   curves  the loss curves: (cell, split, step, loss) with split "train" or an eval set's name
+  problems per-problem scores (cell, task, problem, metric): value, n samples, c passed, detail
+          (JSON); what paired tests between methods compare (codepeft.metrics.per_problem)
+Stores are migrated in place when opened (`PRAGMA user_version`, see `migrate`).
 Only the process that runs the study writes; workers hand their results back to it.
 """
 
@@ -47,9 +50,15 @@ CREATE TABLE IF NOT EXISTS curves (
     cell_id TEXT NOT NULL REFERENCES cells(cell_id), split TEXT NOT NULL, step INTEGER NOT NULL, loss REAL,
     PRIMARY KEY (cell_id, split, step)
 );
+CREATE TABLE IF NOT EXISTS problems (
+    cell_id TEXT NOT NULL REFERENCES cells(cell_id), task TEXT NOT NULL, problem TEXT NOT NULL,
+    metric TEXT NOT NULL, value REAL, n INTEGER, c INTEGER, detail TEXT,
+    PRIMARY KEY (cell_id, task, problem, metric)
+);
 """
-TABLES = ("cells", "runs", "metrics", "costs", "curves")
-RESULT_TABLES = ("runs", "metrics", "costs", "curves")
+TABLES = ("cells", "runs", "metrics", "costs", "curves", "problems")
+RESULT_TABLES = ("runs", "metrics", "costs", "curves", "problems")
+VERSION = 1  # 1: the problems table
 
 
 def _now() -> str:
@@ -68,6 +77,20 @@ class Store:
         except sqlite3.DatabaseError as err:
             raise CodepeftError(f"{self.path}: not a codepeft results store ({err})") from None
         self.db.row_factory = sqlite3.Row
+        self.migrate()
+
+    def migrate(self) -> None:
+        """Bring a store written by an older codepeft up to VERSION, in place, keeping every row.
+        0 -> 1: per-problem scores of the cells already done, read back from their evaluation
+        files (`<cell>/eval/<task>.json`); a cell whose files are gone simply has none."""
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if version >= VERSION:
+            return
+        with self.transaction() as db:
+            for cell in db.execute("SELECT cell_id, spec FROM cells WHERE status='done'").fetchall():
+                for task, result in _eval_files(self.path.parent, cell["spec"]):
+                    _insert_problem_scores(db, cell["cell_id"], task, result)
+            db.execute(f"PRAGMA user_version={VERSION}")
 
     def close(self) -> None:
         self.db.close()
@@ -164,6 +187,8 @@ class Store:
                 "INSERT OR REPLACE INTO curves VALUES (?,?,?,?)",
                 [(cell_id, p["split"], p["step"], p["loss"]) for p in result.get("curves", [])],
             )
+            for task, rows in (result.get("problem_scores") or {}).items():
+                _insert_rows(db, cell_id, task, rows)
             size = result.get("model_size")
             db.execute(
                 "UPDATE cells SET status='done', error=NULL, finished_at=?, model_size=COALESCE(model_size, ?)"
@@ -191,6 +216,41 @@ class Store:
             frame.to_csv(path, index=False) if fmt == "csv" else frame.to_parquet(path, index=False)
             paths.append(path)
         return paths
+
+
+def _insert_problem_scores(db: sqlite3.Connection, cell_id: str, task: str, result: dict) -> None:
+    from codepeft.metrics.per_problem import problem_scores
+
+    _insert_rows(db, cell_id, task, problem_scores(result))
+
+
+def _insert_rows(db: sqlite3.Connection, cell_id: str, task: str, rows: list[dict]) -> None:
+    db.executemany(
+        "INSERT OR REPLACE INTO problems VALUES (?,?,?,?,?,?,?,?)",
+        [
+            (cell_id, task, r["problem"], r["metric"], r["value"], r.get("n"), r.get("c"),
+             json.dumps(r["detail"]) if r.get("detail") is not None else None)
+            for r in rows
+        ],
+    )  # fmt: skip
+
+
+def _eval_files(study_dir: Path, spec: str | None) -> Iterator[tuple[str, dict]]:
+    """(task, evaluation result) of a done cell, from its folder (as recorded, or under the
+    store's own cells/ when the study folder moved)."""
+    if not spec:
+        return
+    recorded = json.loads(spec).get("cell_dir")
+    if not recorded:
+        return
+    for folder in (Path(recorded), study_dir / "cells" / Path(recorded).name):
+        if (folder / "eval").is_dir():
+            for path in sorted((folder / "eval").glob("*.json")):
+                try:
+                    yield path.stem, json.loads(path.read_text())
+                except (OSError, json.JSONDecodeError):
+                    continue  # an unreadable file: that task has no per-problem scores
+            return
 
 
 def flatten_scores(task: str, scores: dict) -> list[dict]:

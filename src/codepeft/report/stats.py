@@ -1,0 +1,202 @@
+"""Statistics for comparing methods on the same problems, and intervals that respect a metric.
+
+Everything here is a thin, tested layer over scipy and statsmodels (the tests compare each
+function with the library call or a textbook case); the only formula written out is McNemar's
+sample size (Connor 1987), which neither library has.
+
+Conventions: `a` and `b` are per-problem scores of two methods on the same problems, in the same
+order; a difference is `a - b`; p-values are two-sided.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+LEVEL = 0.95
+RESAMPLES = 2000
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One paired test of method a against method b on the same problems."""
+
+    test: str  # "mcnemar-exact" | "permutation" | "bootstrap"
+    problems: int
+    difference: float  # the metric of a minus that of b
+    ci_low: float  # 95% paired-bootstrap interval of the difference
+    ci_high: float
+    pvalue: float
+    a_only: int | None = None  # McNemar's discordant pairs: solved by a only, by b only
+    b_only: int | None = None
+
+
+# -- intervals ----------------------------------------------------------------------------------
+def wilson(successes: int, n: int, level: float = LEVEL) -> tuple[float, float]:
+    """Wilson score interval of a proportion (statsmodels); (0, 1) bounds hold by construction
+    and 0 of n gives a non-degenerate upper bound."""
+    from statsmodels.stats.proportion import proportion_confint
+
+    if n <= 0:
+        return (math.nan, math.nan)
+    low, high = proportion_confint(successes, n, alpha=1 - level, method="wilson")
+    return float(low), float(high)
+
+
+def bootstrap_ci(
+    values: Sequence[float],
+    bounds: tuple[float, float] = (-math.inf, math.inf),
+    statistic: Callable[[np.ndarray], float] | None = None,
+    level: float = LEVEL,
+    resamples: int = RESAMPLES,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Bootstrap interval over problems (BCa, scipy; percentile where BCa is undefined), clipped
+    to the metric's range `bounds`. `statistic` maps the resampled values to the metric (the
+    mean by default); all-equal values give the degenerate interval of that value."""
+    from scipy.stats import bootstrap
+
+    data = np.asarray(values, dtype=float)
+    stat = statistic or (lambda x: float(np.mean(x)))
+    if len(data) == 0:
+        return (math.nan, math.nan)
+    if np.all(data == data[0]):
+        v = stat(data)
+        return (v, v)
+    rng = np.random.default_rng(seed)
+
+    def vectorised(x, axis=-1):
+        return np.apply_along_axis(stat, axis, x)
+
+    for method in ("BCa", "percentile"):
+        res = bootstrap((data,), vectorised, confidence_level=level, n_resamples=resamples, method=method, rng=rng)
+        low, high = res.confidence_interval
+        if np.isfinite(low) and np.isfinite(high):
+            break
+    return _clip(float(low), bounds), _clip(float(high), bounds)
+
+
+def _clip(x: float, bounds: tuple[float, float]) -> float:
+    return min(max(x, bounds[0]), bounds[1])
+
+
+# -- paired tests --------------------------------------------------------------------------------
+def mcnemar_exact(a: Sequence[bool], b: Sequence[bool], seed: int = 0) -> Comparison:
+    """Exact McNemar test on per-problem pass/fail (greedy decoding): the binomial test on the
+    discordant pairs (statsmodels), with a paired-bootstrap interval of the pass-rate difference."""
+    from statsmodels.stats.contingency_tables import mcnemar
+
+    x, y = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
+    _same_problems(x, y)
+    a_only, b_only = int(np.sum(x & ~y)), int(np.sum(~x & y))
+    table = [[int(np.sum(x & y)), a_only], [b_only, int(np.sum(~x & ~y))]]
+    pvalue = 1.0 if a_only + b_only == 0 else float(mcnemar(table, exact=True).pvalue)
+    low, high = paired_difference_ci(x.astype(float), y.astype(float), seed=seed)
+    return Comparison("mcnemar-exact", len(x), float(x.mean() - y.mean()), low, high, pvalue, a_only, b_only)
+
+
+def paired_permutation(a: Sequence[float], b: Sequence[float], resamples: int = 9999, seed: int = 0) -> Comparison:
+    """Paired permutation test of the mean difference (scipy; swaps a and b within problems),
+    for per-problem pass@k estimates of sampled decoding."""
+    from scipy.stats import permutation_test
+
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    _same_problems(x, y)
+    if np.all(x == y):
+        pvalue = 1.0
+    else:
+        res = permutation_test(
+            (x, y),
+            lambda u, v, axis=-1: np.mean(u, axis=axis) - np.mean(v, axis=axis),
+            permutation_type="samples",
+            n_resamples=resamples,
+            alternative="two-sided",
+            rng=np.random.default_rng(seed),
+        )
+        pvalue = float(res.pvalue)
+    low, high = paired_difference_ci(x, y, seed=seed)
+    return Comparison("permutation", len(x), float(x.mean() - y.mean()), low, high, pvalue)
+
+
+def paired_bootstrap(
+    a: Sequence, b: Sequence, metric: Callable[[np.ndarray], float] | None = None,
+    resamples: int = 9999, seed: int = 0,
+) -> Comparison:  # fmt: skip
+    """Paired bootstrap test for match metrics: problems are resampled together for both methods
+    and `metric` (the mean by default; a corpus metric such as chrF recomputed from per-problem
+    statistics) is taken on each side. The p-value is the two-sided bootstrap p-value of a zero
+    difference (the share of resampled differences on the far side of 0, doubled, as in Koehn
+    2004's paired bootstrap)."""
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)  # rows: problems (a row may be a vector)
+    _same_problems(x, y)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(x), size=(resamples, len(x)))
+    if metric is None:
+        observed = float(np.mean(x) - np.mean(y))
+        diffs = x[idx].mean(axis=1) - y[idx].mean(axis=1)
+    else:
+        observed = metric(x) - metric(y)
+        diffs = np.array([metric(x[i]) - metric(y[i]) for i in idx])
+    if np.all(diffs == 0) or np.array_equal(x, y):
+        pvalue = 1.0
+    else:
+        tail = min(np.sum(diffs <= 0), np.sum(diffs >= 0))
+        pvalue = float(min(1.0, 2 * (tail + 1) / (resamples + 1)))  # never 0 from finitely many resamples
+    alpha = (1 - LEVEL) / 2
+    low, high = np.quantile(diffs, [alpha, 1 - alpha])
+    return Comparison("bootstrap", len(x), float(observed), float(low), float(high), pvalue)
+
+
+def paired_difference_ci(a: np.ndarray, b: np.ndarray, seed: int = 0) -> tuple[float, float]:
+    """95% paired-bootstrap (percentile) interval of mean(a) - mean(b), within [-1, 1] for rates."""
+    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    return bootstrap_ci(d, statistic=None, seed=seed)
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm-adjusted p-values (statsmodels) for the pairs of one task."""
+    from statsmodels.stats.multitest import multipletests
+
+    if not len(pvalues):
+        return []
+    return [float(p) for p in multipletests(list(pvalues), method="holm")[1]]
+
+
+def _same_problems(x: np.ndarray, y: np.ndarray) -> None:
+    if x.shape != y.shape or x.ndim == 0 or len(x) == 0:
+        raise ValueError(
+            f"paired tests need per-problem scores of equal, non-zero length (got {x.shape} and {y.shape})"
+        )
+
+
+# -- power ---------------------------------------------------------------------------------------
+def mcnemar_problems_needed(a_only: int, b_only: int, problems: int, alpha: float = 0.05, power: float = 0.8) -> float:
+    """Problems a McNemar test needs to detect the observed gap with `power` at `alpha`
+    (Connor 1987: n = (z_a sqrt(psi) + z_b sqrt(psi - delta^2))^2 / delta^2 with psi the
+    discordant share and delta the difference of the two discordant shares). Infinite when the
+    observed gap is zero."""
+    from scipy.stats import norm
+
+    psi, delta = (a_only + b_only) / problems, (a_only - b_only) / problems
+    if delta == 0:
+        return math.inf
+    za, zb = norm.ppf(1 - alpha / 2), norm.ppf(power)
+    return float(math.ceil((za * math.sqrt(psi) + zb * math.sqrt(max(psi - delta**2, 0.0))) ** 2 / delta**2))
+
+
+def paired_problems_needed(a: Sequence[float], b: Sequence[float], alpha: float = 0.05, power: float = 0.8) -> float:
+    """Problems a paired test of mean differences needs to detect the observed effect (statsmodels'
+    t-test power on the per-problem differences). Infinite when the observed mean difference is 0."""
+    from statsmodels.stats.power import TTestPower
+
+    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    if len(d) < 2 or d.mean() == 0:
+        return math.inf
+    sd = d.std(ddof=1)
+    if sd == 0:
+        return float(len(d))  # every problem moves the same way: already as sure as it gets
+    n = TTestPower().solve_power(effect_size=abs(d.mean()) / sd, alpha=alpha, power=power, alternative="two-sided")
+    return float(math.ceil(n))
