@@ -15,6 +15,7 @@ from codepeft.execution import SandboxPool
 from codepeft.families import ZERO_SHOT, MethodFamily
 from codepeft.generation import GenerationBackend, GenerationSettings, make_backend
 from codepeft.metrics import over_seeds
+from codepeft.stats import metric_bounds
 from codepeft.tasks import get_task, render_prompt
 from codepeft.tasks.base import PROMPT_FORMATS, EvalContext, Prompt, chat_turn
 
@@ -212,7 +213,7 @@ def _over_seeds(runs: list[dict], seeds: list[int]) -> dict:
         if "value" not in first or any(v is None for v in values):
             scores[metric] = {**first, "per_seed": values}
             continue
-        scores[metric] = {**first, **over_seeds(values), "ci95_over": "seeds"}
+        scores[metric] = {**first, **over_seeds(values, metric_bounds(metric)), "ci95_over": "seeds"}
     problems = [{**rec, "seed": seed} for seed, r in zip(seeds, runs, strict=True) for rec in r["problems"]]
     rest = {k: v for k, v in runs[0].items() if k not in ("scores", "problems", "truncated_prompts")}
     return {

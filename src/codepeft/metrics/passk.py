@@ -30,13 +30,21 @@ def mean_ci(values: Sequence[float], confidence: float = 0.95, resamples: int = 
 
 
 def pass_at_k_scores(counts: Sequence[tuple[int, int]], ks: Sequence[int]) -> dict[str, dict]:
-    """{"pass@k": {"value", "ci95", "n", "k", "problems"}} for each k <= the smallest n."""
+    """{"pass@k": {"value", "ci95", "n", "k", "problems"}} for each k <= the smallest n. The
+    interval is Wilson's for one sample a problem (a proportion: 0 of 164 is [0, 0.023], not
+    [0, 0]), else a bootstrap over problems within [0, 1]."""
+    from codepeft.stats import bootstrap_ci, wilson
+
     out = {}
     for k in ks:
         if any(k > n for n, _ in counts):
             continue
         per_problem = [pass_at_k(n, c, k) for n, c in counts]
-        value, ci = mean_ci(per_problem)
+        value = float(np.mean(per_problem)) if per_problem else float("nan")
+        if all(n == 1 for n, _ in counts):
+            ci = wilson(sum(c for _, c in counts), len(counts))
+        else:
+            ci = bootstrap_ci(per_problem, bounds=(0.0, 1.0))
         out[f"pass@{k}"] = {
             "value": value,
             "ci95": ci,
@@ -47,18 +55,17 @@ def pass_at_k_scores(counts: Sequence[tuple[int, int]], ks: Sequence[int]) -> di
     return out
 
 
-# Two-sided 97.5% quantiles of Student's t for 1..10 degrees of freedom (then the normal's 1.96
-# is within 8%); a few seeds are the usual case for repeated ICL draws.
-_T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228]
-
-
-def over_seeds(values: Sequence[float]) -> dict:
-    """Mean, sample standard deviation and a t-based 95% interval of a score repeated over seeds."""
+def over_seeds(values: Sequence[float], bounds: tuple[float, float] = (-np.inf, np.inf)) -> dict:
+    """Mean, sample standard deviation and a t-based 95% interval of a score repeated over seeds,
+    clipped to the metric's range `bounds`."""
     arr = np.asarray(values, dtype=float)
     mean = float(arr.mean())
     if arr.size < 2:
         return {"value": mean, "sd": 0.0, "ci95": (mean, mean), "per_seed": arr.tolist()}
     sd = float(arr.std(ddof=1))
-    t = _T975[arr.size - 2] if arr.size - 1 <= len(_T975) else 1.96
+    from scipy.stats import t as student_t
+
+    t = float(student_t.ppf(0.975, arr.size - 1))
     half = t * sd / np.sqrt(arr.size)
-    return {"value": mean, "sd": sd, "ci95": (float(mean - half), float(mean + half)), "per_seed": arr.tolist()}
+    low, high = max(float(mean - half), bounds[0]), min(float(mean + half), bounds[1])
+    return {"value": mean, "sd": sd, "ci95": (low, high), "per_seed": arr.tolist(), "seeds": int(arr.size)}

@@ -116,7 +116,24 @@ def _with_ci(r) -> str:
         text += f" [{r['ci_low']:.3g}, {r['ci_high']:.3g}]"
     if pd.notna(r.get("sd")):
         text += f" ±{r['sd']:.2g}sd"
-    return text
+    size = _sample_size(r)
+    return f"{text} ({size})" if size and "[" in text else text
+
+
+def _sample_size(r) -> str:
+    """What an interval rests on: problems (or examples), samples per problem, seeds."""
+    detail = r.get("detail")
+    detail = json.loads(detail) if isinstance(detail, str) else detail if isinstance(detail, dict) else {}
+    parts = []
+    for key, word in (("problems", "problems"), ("examples", "examples"), ("samples", "samples")):
+        if detail.get(key):
+            parts.append(f"{detail[key]} {word}")
+    if pd.notna(r.get("n")) and r.get("n") and r["n"] > 1:
+        parts.append(f"n={int(r['n'])}")
+    seeds = detail.get("seeds") or (len(detail["per_seed"]) if detail.get("per_seed") else None)
+    if seeds and seeds > 1:
+        parts.append(f"{seeds} seeds")
+    return ", ".join(parts)
 
 
 def _normalised_scores(data: StudyData) -> pd.DataFrame:

@@ -61,7 +61,11 @@ def fft_best(data: StudyData, comps: pd.DataFrame) -> dict:
 
 def lora_tradeoff(data: StudyData, comps: pd.DataFrame) -> dict:
     evidence, verdicts = [], []
-    params = data.costs.merge(data.cells, on="cell_id").groupby("method_label")["trainable_params"].mean()
+    params = (
+        data.costs.merge(data.cells, on="cell_id").groupby("method_label")["trainable_params"].mean()
+        if len(data.costs)
+        else pd.Series(dtype=float)
+    )
     for model, dataset in _groups(comps):
         peft = _labels(data, model, dataset, _is_peft)
         for lora in _labels(data, model, dataset, lambda r: r["method"] == "lora"):
@@ -115,8 +119,8 @@ def larger_less_robust(data: StudyData) -> dict:
         rows = data.metrics[(data.metrics["metric"] == metric)].copy()
         rows["size"] = rows["cell_id"].map(sizes)
         rows = rows.dropna(subset=["size", "value"])
-        if rows["size"].nunique() < 2 or len(rows) < 4:
-            evidence.append(f"{label}: too few cells ({metric} on {len(rows)} cells)")
+        if rows["size"].nunique() < 2 or len(rows) < 4 or rows["value"].nunique() < 2:
+            evidence.append(f"{label}: too few cells or no variation ({metric} on {len(rows)} cells)")
             verdicts.append(UNDECIDED)
             continue
         rho, p = spearmanr(rows["size"], rows["value"])
@@ -202,7 +206,7 @@ def joint_matches_separate(data: StudyData, joint: set[str]) -> dict:
                     result = compare_pair(a, b, metric)
                     if result:
                         rows.append({"task": f"{model} {label} {task} ({j} vs {s})", "metric": metric, **result})
-    from codepeft.report.stats import holm
+    from codepeft.stats import holm
 
     for r, adjusted in zip(rows, holm([r["p"] for r in rows]), strict=True):
         r["p_holm"] = adjusted

@@ -16,9 +16,9 @@ from itertools import combinations
 import numpy as np
 import pandas as pd
 
+from codepeft import stats
 from codepeft.metrics import pass_at_k
 from codepeft.metrics.per_problem import corpus_chrf, paired_metric
-from codepeft.report import stats
 from codepeft.report.analysis import LOWER_IS_BETTER, StudyData, primary_metric
 
 ALPHA = 0.05

@@ -271,7 +271,11 @@ def flatten_scores(task: str, scores: dict) -> list[dict]:
                     "ci_low": ci[0],
                     "ci_high": ci[1],
                     "sd": s.get("sd"),
-                    "detail": {k: v for k, v in s.items() if k in ("per_seed", "components", "problems", "examples")},
+                    "detail": {
+                        k: v
+                        for k, v in s.items()
+                        if k in ("per_seed", "seeds", "components", "problems", "examples", "samples", "tokens")
+                    },
                 }
             )
             return

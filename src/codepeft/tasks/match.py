@@ -8,7 +8,7 @@ from dataclasses import replace
 from codepeft.config import DatasetSpec
 from codepeft.data import load_examples
 from codepeft.data.formats import query_text, render
-from codepeft.metrics import mean_ci
+from codepeft.stats import wilson
 from codepeft.tasks.base import FENCE, Task, TaskKind
 
 
@@ -80,7 +80,7 @@ def score_match(problems: list[dict], completions: list[list[str]], ks: list[int
         if any(k > len(c) for c in completions):
             continue
         hits = [float(any(normalize_code(s) == r for s in c[:k])) for c, r in zip(completions, refs, strict=True)]
-        value, ci = mean_ci(hits)
+        value, ci = sum(hits) / len(hits), wilson(int(sum(hits)), len(hits))
         scores[f"em@{k}"] = {"value": value, "ci95": ci, "k": k, "problems": len(problems)}
     scores["bleu"] = {"value": sacrebleu.corpus_bleu(firsts, [refs]).score}
     scores["chrf"] = {"value": sacrebleu.corpus_chrf(firsts, [refs]).score}

@@ -35,6 +35,18 @@ class Comparison:
 
 
 # -- intervals ----------------------------------------------------------------------------------
+def metric_bounds(metric: str) -> tuple[float, float]:
+    """The range a metric's values (and so its intervals) live in."""
+    name = metric.split("/")[-1]
+    if name in ("bleu", "chrf", "chrf++"):
+        return (0.0, 100.0)
+    if name in ("loss", "perplexity"):
+        return (0.0, math.inf)
+    if name.startswith("robust_drop@"):
+        return (-math.inf, 1.0)  # relative: a perturbation can help more than nominal
+    return (0.0, 1.0)  # pass@k, em@k, rates, CodeBLEU, accuracy, F1
+
+
 def wilson(successes: int, n: int, level: float = LEVEL) -> tuple[float, float]:
     """Wilson score interval of a proportion (statsmodels); (0, 1) bounds hold by construction
     and 0 of n gives a non-degenerate upper bound."""
@@ -43,7 +55,8 @@ def wilson(successes: int, n: int, level: float = LEVEL) -> tuple[float, float]:
     if n <= 0:
         return (math.nan, math.nan)
     low, high = proportion_confint(successes, n, alpha=1 - level, method="wilson")
-    return float(low), float(high)
+    p = successes / n  # rounding can put a bound a hair past the estimate (1.7e-18 for 0 of 149)
+    return float(min(max(low, 0.0), p)), float(max(min(high, 1.0), p))
 
 
 def bootstrap_ci(
