@@ -49,9 +49,11 @@ def _plant() -> dict[str, dict[str, dict]]:
         "zero-shot": {"humaneval": _execution_result(zero), "conala": _match_result(wrong, refs)},
         "good": {
             "humaneval": _execution_result(good),
-            "conala": _match_result([r if i % 5 else w for i, (r, w) in enumerate(zip(refs, wrong))], refs),
+            "conala": _match_result(
+                [r if i % 5 else w for i, (r, w) in enumerate(zip(refs, wrong, strict=True))], refs
+            ),
         },
-        "same": {"humaneval": _execution_result(same), "conala": _match_result(wrong[:1] + wrong[1:], refs)},
+        "same": {"humaneval": _execution_result(same), "conala": _match_result(list(wrong), refs)},
     }
 
 
