@@ -55,14 +55,35 @@ def test_repo_configs_parse():
     from codepeft.study import load_study
 
     kinds = []
-    for path in sorted((Path(__file__).parents[1] / "configs").glob("*.yaml")):
+    configs = Path(__file__).parents[1] / "configs"
+    for path in sorted([*configs.glob("*.yaml"), *configs.glob("replicate/*.yaml")]):
         if "models" in yaml.safe_load(path.read_text()):
             load_study(path)
             kinds.append("study")
         else:
             load_config(path)
             kinds.append("run")
-    assert kinds.count("study") >= 2 and kinds.count("run") >= 1
+    assert kinds.count("study") >= 4 and kinds.count("run") >= 1
+
+
+@pytest.mark.parametrize("pack", ["astraios", "peft-for-code"])
+def test_replication_packs_scale_down_with_the_overrides_they_document(pack):
+    """The `--set` lines in a pack's header give a valid offline study on the built-in model."""
+    import re
+    from pathlib import Path
+
+    from codepeft.study import load_study
+    from codepeft.study.cells import expand
+
+    path = Path(__file__).parents[1] / "configs" / "replicate" / f"{pack}.yaml"
+    header = path.read_text().split("Scaled down", 1)[1].split("\nname:", 1)[0]
+    overrides = [a or b for a, b in re.findall(r"--set '([^']*)'|--set (\S+)", header)]
+    assert len(overrides) > 5
+    full, small = load_study(path), load_study(path, overrides)
+    assert small.name != full.name and [m.name_or_path for m in small.models] == ["smollm2-135m"]
+    assert {m.name for m in small.methods} == {m.name for m in full.methods}  # the same methods, scaled
+    assert all(not t.startswith(("humanevalsynthesize-java", "clone", "defect")) for t in small.eval.tasks)
+    assert 0 < len(expand(small)) < len(expand(full))
 
 
 def test_check_reports_every_problem_before_anything_loads(tmp_path, tiny_model, monkeypatch):

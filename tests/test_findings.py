@@ -5,6 +5,7 @@ reach the store (and old stores are migrated), and the claims say what the data 
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 
 import numpy as np
@@ -203,3 +204,47 @@ def test_an_old_store_is_migrated_in_place_from_the_cells_eval_files(tmp_path):
         assert store.db.execute("PRAGMA user_version").fetchone()[0] >= 1
     finally:
         store.close()
+
+
+def test_compare_sets_reference_numbers_beside_measured_ones(study, tmp_path):
+    from typer.testing import CliRunner
+
+    from codepeft.cli import app
+
+    ref = tmp_path / "reference.csv"
+    ref.write_text(
+        "model,method,task,metric,value,source\n"
+        "m,good,humaneval,pass@1,0.40,paper table 1\n"  # inside the measured interval
+        "m,zero-shot,humaneval,pass@1,0.90,paper table 1\n"  # far outside
+        "m,absent,humaneval,pass@1,0.5,not run here\n"
+    )
+    result = CliRunner().invoke(app, ["report", str(study), "--compare", str(ref)])
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(study / "report" / "tables" / "compare.csv").set_index("method")
+    good = table.loc["good"]
+    assert good["ci_low"] <= good["measured"] <= good["ci_high"] and bool(good["within"])
+    assert good["difference"] == pytest.approx(good["measured"] - 0.40)
+    assert not bool(table.loc["zero-shot", "within"])
+    assert pd.isna(table.loc["absent", "measured"])
+    assert (study / "report" / "figures" / "compare.png").read_bytes()[:4] == b"\x89PNG"
+    assert "Measured vs reference" in (study / "report" / "index.html").read_text()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("model,method\nm,good\n", "missing column(s) task, metric, value, source"),
+        (
+            "model,method,task,metric,value,source\nm,good,humaneval,pass@1,high,x\n",
+            "row 2: value 'high' is not a number",
+        ),
+    ],
+)
+def test_a_bad_reference_file_is_one_clear_error_before_anything_is_written(study, tmp_path, content, message):
+    from codepeft.errors import CodepeftError
+
+    ref = tmp_path / "reference.csv"
+    ref.write_text(content)
+    with pytest.raises(CodepeftError, match=re.escape(message)):
+        write_report(study, ref)
+    assert not (study / "report").exists()

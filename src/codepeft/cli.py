@@ -451,11 +451,21 @@ def study(
 
 
 @command(name="report")
-def report_cmd(study_dir: Path = typer.Argument(..., help="A study directory (holding results.sqlite).")) -> None:
+def report_cmd(
+    study_dir: Path = typer.Argument(..., help="A study directory (holding results.sqlite)."),
+    compare: Path = typer.Option(
+        None, "--compare", help="CSV of reference numbers (model,method,task,metric,value,source) to set beside ours."
+    ),
+) -> None:
     """Write the study's tables (Markdown, CSV, LaTeX), figures (PNG) and one HTML page."""
     from codepeft.report import write_report
 
-    page = write_report(study_dir)
+    page = write_report(study_dir, compare)
+    if compare is not None:
+        import pandas as pd
+
+        table = pd.read_csv(page.parent / "tables" / "compare.csv")
+        console.print(table.to_string(index=False, float_format=lambda x: f"{x:.4g}", na_rep="-"))
     console.print(f"report: [bold]{page}[/] (tables and figures beside it)")
 
 

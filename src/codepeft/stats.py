@@ -72,7 +72,7 @@ def bootstrap_ci(
     mean by default); all-equal values give the degenerate interval of that value."""
     from scipy.stats import bootstrap
 
-    data = np.asarray(values, dtype=float)
+    data = np.asarray(values, dtype=float)  # rows: problems (a row may be a vector of statistics)
     stat = statistic or (lambda x: float(np.mean(x)))
     if len(data) == 0:
         return (math.nan, math.nan)
@@ -80,12 +80,15 @@ def bootstrap_ci(
         v = stat(data)
         return (v, v)
     rng = np.random.default_rng(seed)
-
-    def vectorised(x, axis=-1):
-        return np.apply_along_axis(stat, axis, x)
-
+    if statistic is None and data.ndim == 1:
+        sample, fn, vectorized = data, lambda x, axis=-1: np.mean(x, axis=axis), True
+    else:  # resample problem indices: the statistic sees whole rows
+        sample, fn, vectorized = np.arange(len(data)), lambda i: stat(data[np.asarray(i, dtype=int)]), False
     for method in ("BCa", "percentile"):
-        res = bootstrap((data,), vectorised, confidence_level=level, n_resamples=resamples, method=method, rng=rng)
+        res = bootstrap(
+            (sample,), fn, vectorized=vectorized, confidence_level=level, n_resamples=resamples, method=method,
+            rng=rng,
+        )  # fmt: skip
         low, high = res.confidence_interval
         if np.isfinite(low) and np.isfinite(high):
             break

@@ -15,6 +15,8 @@ from codepeft.report import analysis as A
 from codepeft.report import claims as C
 from codepeft.report import figures as F
 from codepeft.report import findings as S
+from codepeft.report.compare import compare, read_reference
+from codepeft.report.compare import figure as compare_figure
 from codepeft.study.store import open_store
 
 
@@ -34,9 +36,11 @@ def _joint_sets(directory: Path) -> set[str]:
     return {d["name"] for d in config.get("datasets", []) if len(d.get("train", [])) > 1}
 
 
-def write_report(directory: str | Path) -> Path:
-    """Write STUDY_DIR/report/ and return its index.html."""
+def write_report(directory: str | Path, reference: str | Path | None = None) -> Path:
+    """Write STUDY_DIR/report/ and return its index.html; with `reference` (a CSV of published
+    numbers, `codepeft.report.compare`), also the measured-vs-reference table and figure."""
     directory = Path(directory)
+    ref_frame = read_reference(reference) if reference is not None else None  # bad input: before any writing
     store = open_store(directory)
     try:
         data = A.load(store)
@@ -63,6 +67,15 @@ def write_report(directory: str | Path) -> Path:
         note = f"No cell has recorded results yet ({counts}); see `codepeft study status`."
         sections.append(("Results", note, None, None))
         return _finish(directory, out, status, sections)
+    if ref_frame is not None:
+        table(
+            "Measured vs reference",
+            "compare",
+            compare(data, ref_frame),
+            f"Each number of {Path(reference).name} beside the measured value and its 95% interval; `within`: the "
+            "reference lies inside the measurement's interval (empty: no such cell, or no interval).",
+            compare_figure(compare(data, ref_frame), figures_dir / "compare.png"),
+        )
     table(
         "Scores",
         "scores",

@@ -55,6 +55,20 @@ def per_method(data: StudyData, cells: pd.DataFrame, task: str, metric: str) -> 
     return out
 
 
+def interval(data: StudyData, cells: pd.DataFrame, task: str, metric: str) -> tuple[float, float] | None:
+    """95% interval of `metric` for these cells (one method; seed cells averaged per problem),
+    from the per-problem scores: Wilson for a greedy pass rate or exact match, a bootstrap over
+    problems (BCa) for sampled pass@k, corpus chrF and losses, within the metric's range."""
+    methods = per_method(data, cells.assign(method_label="_"), task, metric)
+    if "_" not in methods:
+        return None
+    values = np.stack(list(methods["_"].values))
+    pm, bounds = paired_metric(metric), stats.metric_bounds(metric)
+    if pm in ("pass", "em", "correct") and np.isin(values, (0, 1)).all():
+        return stats.wilson(int(values.sum()), len(values))
+    return stats.bootstrap_ci(values, bounds=bounds, statistic=corpus_chrf if pm == "chrf" else None)
+
+
 def _summary(values: np.ndarray, pm: str) -> float:
     return corpus_chrf(values) if pm == "chrf" else float(np.mean(values))
 

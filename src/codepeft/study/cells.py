@@ -31,12 +31,15 @@ def _describe(method, family: MethodFamily) -> str:
 
 
 def expand(config: StudyConfig) -> list[dict]:
-    """One cell per model x method x dataset x seed; methods that train nothing (zero-shot and
+    """One cell per model x method x dataset x seed (a method limited to some `models` skips the
+    others); methods that train nothing (zero-shot and
     the prompting baselines) run with the first seed only (ICL repeats over its own seeds)."""
     cells = []
     root = config.directory
     for model in config.models:
         for method in config.methods:
+            if method.models is not None and model.name not in method.models:
+                continue
             family = _family(method.name)
             trains = family not in (MethodFamily.ZERO_SHOT, MethodFamily.BASELINE)
             for dataset in config.datasets:
@@ -61,7 +64,10 @@ def expand(config: StudyConfig) -> list[dict]:
 
 
 def _spec(config, model, method, dataset, seed, trains, cell_dir: Path) -> dict:
-    model_spec = model.model_dump(mode="json", exclude={"label", "size"})
+    model_spec = {
+        **model.model_dump(mode="json", exclude={"label", "size"}),
+        **method.model.model_dump(mode="json", exclude_none=True),
+    }
     tasks = list(dict.fromkeys(config.eval.tasks + dataset.tasks))
     spec = {
         "cell_dir": str(cell_dir),

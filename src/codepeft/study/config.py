@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
 from codepeft.config import DatasetSpec, DataSpec, ModelSpec, TrainSpec, apply_overrides, format_errors, read_yaml
 from codepeft.errors import CodepeftError
@@ -29,14 +29,27 @@ class StudyModel(ModelSpec):
         return self.label or Path(self.name_or_path).name
 
 
+# A method's loading settings for the base model: every ModelSpec field but the model itself.
+ModelOverrides = create_model(
+    "ModelOverrides",
+    __config__=ConfigDict(extra="forbid", protected_namespaces=()),
+    **{n: (f.annotation | None, None) for n, f in ModelSpec.model_fields.items() if n != "name_or_path"},
+)
+
+
 class StudyMethod(BaseModel):
     """A method of the registry (tuning or baseline) or `zero-shot`; other keys are its options.
-    `label` names it in the report; `train` overrides the study's training settings for it."""
+    `label` names it in the report; `train` overrides the study's training settings for it;
+    `model` overrides how the base model is loaded for it (Astraios tuned every PEFT method on an
+    8-bit base: `model: {quantization: 8bit}`); `models` restricts it to those model labels
+    (full fine-tuning of the small models only, as Weyssow et al. did)."""
 
     model_config = ConfigDict(extra="allow", protected_namespaces=())
     name: str
     label: str | None = None
     train: dict[str, Any] = Field(default_factory=dict)
+    model: ModelOverrides = Field(default_factory=lambda: ModelOverrides())
+    models: list[str] | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -117,6 +130,14 @@ class StudyConfig(_Strict):
     train: TrainSpec = Field(default_factory=TrainSpec)
     eval: StudyEval = Field(default_factory=StudyEval)
     backend: StudyBackend = Field(default_factory=StudyBackend)
+
+    @model_validator(mode="after")
+    def _method_models_exist(self):
+        labels = {m.name for m in self.models}
+        for method in self.methods:
+            if unknown := sorted(set(method.models or []) - labels):
+                raise ValueError(f"method {method.display!r} names models not in the study: {', '.join(unknown)}")
+        return self
 
     @model_validator(mode="before")
     @classmethod
