@@ -113,3 +113,19 @@ def test_check_reports_every_problem_before_anything_loads(tmp_path, tiny_model,
                  "max_length=100000 is above the 512", "data file not found"):  # fmt: skip
         assert part in text, part
     assert not loaded and not (tmp_path / "run").exists()  # nothing loaded, nothing written
+
+
+def test_study_dry_run_lists_every_cell_of_a_pack_and_runs_nothing(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    from codepeft.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    pack = Path(__file__).parents[1] / "configs" / "replicate" / "astraios.yaml"
+    result = CliRunner().invoke(app, ["study", str(pack), "--dry-run"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "28 cells" in result.output and "starcoderbase-15b/Parallel/guanaco-commits/seed0" in result.output
+    assert "quantization=8bit" in result.output
+    assert not (tmp_path / "studies").exists()

@@ -38,3 +38,14 @@ def test_scores_skip_k_above_n_and_carry_ci():
 
 def test_mean_ci_is_degenerate_for_constant_values():
     assert mean_ci([0.3] * 10) == (pytest.approx(0.3), (pytest.approx(0.3), pytest.approx(0.3)))
+
+
+def test_pass_at_k_intervals_respect_the_metric_range():
+    from codepeft.metrics import over_seeds, pass_at_k_scores
+
+    greedy = pass_at_k_scores([(1, 0)] * 164, [1])["pass@1"]
+    assert greedy["value"] == 0 and greedy["ci95"][0] == 0.0 and 0.02 < greedy["ci95"][1] < 0.025  # Wilson
+    sampled = pass_at_k_scores([(10, 0)] * 20 + [(10, 10)] * 2, [1])["pass@1"]
+    assert 0.0 <= sampled["ci95"][0] <= sampled["value"] <= sampled["ci95"][1] <= 1.0
+    seeds = over_seeds([4.67, 0.0, 9.3], bounds=(0.0, 100.0))  # a t-interval would reach below 0
+    assert seeds["ci95"][0] == 0.0 and seeds["seeds"] == 3

@@ -410,6 +410,7 @@ def study(
     backend: str = typer.Option(None, help="local or ray (overrides backend.kind)."),
     report: bool = typer.Option(True, help="Write the report when the study finishes."),
     fmt: str = typer.Option("csv", "--format", help="export: csv or parquet."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Validate the config and list every cell; run nothing."),
 ) -> None:
     """Run a study grid resumably (`codepeft study CONFIG`), show each cell's state
     (`codepeft study status CONFIG`) or export the store (`codepeft study export CONFIG --format csv`)."""
@@ -428,6 +429,9 @@ def study(
     cfg = load_study(path, overrides)
     if action == "status":
         _print_study_status(cfg)
+        return
+    if dry_run:
+        _print_study_cells(cfg)
         return
     if action == "export":
         store = open_store(cfg.directory)
@@ -540,6 +544,27 @@ def _study_event(event: str, cell: dict) -> None:
     if event == "failed":
         line += f": {escape(cell['error'].splitlines()[-1] if cell['error'] else '')}"
     console.print(line, highlight=False)
+
+
+def _print_study_cells(cfg) -> None:
+    """Every cell of the grid as the study would run it: coordinates, what it does, how the base loads."""
+    from codepeft.study.cells import expand
+
+    cells = expand(cfg)
+    table = Table(title=f"{cfg.name}: {len(cells)} cells (dry run: nothing runs)")
+    for column in ("cell", "kind", "base model", "tasks"):
+        table.add_column(column)
+    for c in cells:
+        spec = c["spec"]
+        model = spec["model"]
+        loading = ", ".join(
+            f"{k}={v}" for k, v in model.items() if k in ("quantization", "dtype") and v not in ("none", "auto")
+        )
+        kind = "train + eval" if spec["trains"] else (spec.get("baseline") or {}).get("name", "zero-shot")
+        table.add_row(
+            c["cell_id"], kind, model["name_or_path"] + (f" ({loading})" if loading else ""), str(len(spec["tasks"]))
+        )
+    console.print(table)
 
 
 def _print_study_status(cfg) -> None:
