@@ -207,11 +207,13 @@ def _run(spec: dict) -> dict:
                 method_options=baseline.get("options"),
             )
         )
-    from codepeft.metrics.per_problem import problem_scores
     from codepeft.study.store import flatten_scores
+    from codepeft.tasks import get_task
 
     result["metrics"] = [row for task in spec["tasks"] for row in flatten_scores(task, done[task]["scores"])]
-    result["problem_scores"] = {task: problem_scores(done[task]) for task in spec["tasks"]}
+    result["problem_scores"] = {
+        task: get_task(task, e["task_data"].get(task)).problem_scores(done[task]) for task in spec["tasks"]
+    }
     eval_time = round(sum(done[t].get("seconds", 0.0) for t in spec["tasks"]), 1)
     result.setdefault("cost", {})["eval_time_s"] = eval_time
     return result

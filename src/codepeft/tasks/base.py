@@ -325,3 +325,11 @@ class Task:
 
     def entry_point(self, problem: dict) -> str | None:
         return problem.get("entry_point")
+
+    def problem_scores(self, result: dict) -> list[dict]:
+        """Per-problem scores of a result for the store, what paired tests between methods compare
+        (`codepeft.metrics.per_problem`: read from the shape of the result's records). A task whose
+        records have another shape overrides this."""
+        from codepeft.metrics.per_problem import problem_scores
+
+        return problem_scores(result)
