@@ -399,3 +399,18 @@ def test_metrics_log_drops_a_line_cut_short(tmp_path):
     path.write_text('{"step": 2, "loss": 1.0}\n{"step": 4, "loss": 0.9}\n{"step": 6, "lo')
     MetricsLog(path).truncate_after(4)
     assert path.read_text() == '{"step": 2, "loss": 1.0}\n{"step": 4, "loss": 0.9}\n'
+
+
+@pytest.mark.parametrize(("chunk", "chunked"), [(4, True), (100_000, False), (0, False)])
+def test_the_loss_is_chunked_only_when_a_batch_has_more_targets_than_a_chunk(
+    tmp_path, tiny_model, train_file, monkeypatch, chunk, chunked
+):
+    """One chunk would only add the recomputation of the logits: a batch with fewer targets than
+    `train.loss_chunk` keeps the ordinary loss, a larger one is chunked."""
+    import codepeft.training.trainer as trainer
+
+    calls = []
+    real = trainer.chunked_causal_loss
+    monkeypatch.setattr(trainer, "chunked_causal_loss", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
+    train(_cfg(tiny_model, train_file, "llama", f"train.loss_chunk={chunk}", "train.max_steps=2"), tmp_path / "r")
+    assert bool(calls) is chunked and all(c == chunk for c in calls)

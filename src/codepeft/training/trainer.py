@@ -35,7 +35,8 @@ class CodepeftTrainer(Trainer):
         """`explode_factor`: stop when the gradient norm exceeds this many times the recent median
         (None: only NaN / inf stop); `logits_on_targets`: compute logits only where the loss reads
         them (padding-free batches of models that take `logits_to_keep`); `loss_chunk`: compute
-        the loss of decoder-only models over this many targets at a time (0: at once)."""
+        the loss of decoder-only models over this many targets at a time (0: at once) when a batch
+        has more targets than that (fewer: the logits are small, and recomputing them costs time)."""
         self.explode_factor = explode_factor
         self.logits_on_targets = logits_on_targets
         self.loss_chunk = loss_chunk
@@ -47,7 +48,13 @@ class CodepeftTrainer(Trainer):
         if n is not None and model.training:
             self.tokens_seen += int(n)
             self.targets_seen += count_targets(inputs, model)
-        if self.loss_chunk and "labels" in inputs and not return_outputs and self._can_chunk(model, inputs):
+        if (
+            self.loss_chunk
+            and "labels" in inputs
+            and not return_outputs
+            and count_targets(inputs, model) > self.loss_chunk  # one chunk: nothing to save, recompute to pay
+            and self._can_chunk(model, inputs)
+        ):
             # a model that takes no loss kwargs returns a mean, which the Trainer divides by the
             # accumulation steps itself: then so does this
             count = num_items_in_batch if self.model_accepts_loss_kwargs else None
