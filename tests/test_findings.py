@@ -248,3 +248,36 @@ def test_a_bad_reference_file_is_one_clear_error_before_anything_is_written(stud
     with pytest.raises(CodepeftError, match=re.escape(message)):
         write_report(study, ref)
     assert not (study / "report").exists()
+
+
+def test_seed_cells_are_compared_on_per_problem_means_and_their_spread_is_shown(tmp_path):
+    rng = np.random.default_rng(5)
+    base = rng.uniform(size=PROBLEMS) < 0.3
+    seeds = {0: base.copy(), 1: base.copy()}
+    seeds[1][np.flatnonzero(~base)[:10]] = True  # the second seed solves 10 more problems
+    store = Store(store_path(tmp_path))
+    cells = [("zero-shot", "zero-shot", 0, base)] + [("lora", "lora", s, v) for s, v in seeds.items()]
+    store.add_cells(
+        [
+            {"cell_id": f"m/{name}/d/seed{seed}", "model": "m", "model_path": "m", "model_size": 1e6, "method": name,
+             "method_label": name, "family": family, "dataset": "d", "seed": seed, "spec": {}}
+            for name, family, seed, _ in cells
+        ]
+    )  # fmt: skip
+    for name, _, seed, solved in cells:
+        result = _execution_result(solved)
+        store.record(
+            f"m/{name}/d/seed{seed}",
+            {
+                "metrics": flatten_scores("humaneval", result["scores"]),
+                "problem_scores": {"humaneval": problem_scores(result)},
+            },
+        )
+    store.close()
+    data = _data(tmp_path)
+    row = _pair(S.comparisons(data), "humaneval", "lora", "zero-shot")
+    assert (row["a_seeds"], row["b_seeds"]) == (2, 1)
+    assert row["a_score"] == pytest.approx(base.mean() + 5 / PROBLEMS)  # the per-problem seed mean
+    assert row["test"] == "permutation"  # seed means are not 0/1: not a McNemar case
+    table = A.score_table(data).set_index("method")
+    assert "over 2 seeds" in table.loc["lora", "humaneval pass@1"] and "±" in table.loc["lora", "humaneval pass@1"]

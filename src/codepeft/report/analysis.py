@@ -101,11 +101,24 @@ def score_table(data: StudyData) -> pd.DataFrame:
     m = data.metrics.merge(data.cells, on="cell_id")
     m = m[m["metric"].str.count("/") == 0]
     m["column"] = m["task"] + " " + m["metric"]
-    m["cell"] = m.apply(_with_ci, axis=1)
-    table = m.pivot_table(
-        index=["dataset", "model", "model_size", "method_label"], columns="column", values="cell", aggfunc="first"
-    )
+    index = ["dataset", "model", "model_size", "method_label"]
+    cells = []
+    for key, group in m.groupby([*index, "column"], dropna=False):
+        # one cell: its value and interval; several seed cells: their mean, spread and count
+        cells.append((*key, _with_ci(group.iloc[0]) if len(group) == 1 else _over_seed_cells(group)))
+    frame = pd.DataFrame(cells, columns=[*index, "column", "cell"])
+    table = frame.pivot_table(index=index, columns="column", values="cell", aggfunc="first", dropna=False)
     return table.reset_index().rename(columns={"method_label": "method", "model_size": "size"})
+
+
+def _over_seed_cells(group: pd.DataFrame) -> str:
+    values = group["value"].dropna().astype(float)
+    if not len(values):
+        return "n/a"
+    text = f"{values.mean():.4g}"
+    if len(values) > 1:
+        text += f" ±{values.std(ddof=1):.2g}sd over {len(values)} seeds"
+    return text
 
 
 def _with_ci(r) -> str:
