@@ -81,12 +81,15 @@ def compare_pair(a: pd.Series, b: pd.Series, metric: str, seed: int = 0) -> dict
         return None
     x, y = np.stack([a[p] for p in common]), np.stack([b[p] for p in common])
     binary = (
-        pm in ("pass", "correct") and metric.endswith("@1") and np.isin(x, (0, 1)).all() and np.isin(y, (0, 1)).all()
+        pm in ("pass", "correct")
+        and (pm == "correct" or metric.endswith("@1"))
+        and np.isin(x, (0, 1)).all()
+        and np.isin(y, (0, 1)).all()
     )
-    if pm == "correct" or binary:
+    if binary:
         c = stats.mcnemar_exact(x.astype(bool), y.astype(bool), seed=seed)
         needed = stats.mcnemar_problems_needed(c.a_only, c.b_only, c.problems)
-    elif pm == "pass":
+    elif pm in ("pass", "correct"):  # sampled pass@k, or seed means
         c = stats.paired_permutation(x, y, seed=seed)
         needed = stats.paired_problems_needed(x, y)
     else:
