@@ -151,3 +151,12 @@ def test_report_says_when_data_is_too_thin(study_dir):
     assert "one model size only" in html
     assert not (study_dir / "report" / "figures" / "loss_vs_size.png").exists()  # no stale figure stays
     assert "fewer than three trained cells" in html
+
+
+def test_counts_read_as_people_write_them_and_csv_keeps_the_exact_number(study_dir):
+    page = write_report(study_dir).read_text()
+    assert ">4M<" in page and ">10k<" in page  # a model size and a trainable-parameter count
+    assert "e+06" not in page and "e+04" not in page
+    costs = pd.read_csv(study_dir / "report" / "tables" / "costs.csv")
+    assert 10_000 in set(costs["trainable_params"])
+    assert A.human_count(134_515_008) == "134.5M" and A.human_count(9216) == "9.216k" and A.human_count(12) == "12"

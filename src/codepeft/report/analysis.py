@@ -73,6 +73,28 @@ def _sizes(cells: pd.DataFrame, costs: pd.DataFrame) -> pd.Series:
     )
 
 
+COUNT_COLUMNS = ("size", "model_size", "trainable_params", "total_params", "train_tokens")
+
+
+def human_count(n) -> str:
+    """A count for people: 134.5M, 2.4M, 9.2k (tables in CSV keep the exact number)."""
+    if n is None or pd.isna(n):
+        return "–"
+    for unit, div in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= div:
+            return f"{n / div:.4g}{unit}"
+    return f"{n:.0f}"
+
+
+def for_reading(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame with its parameter, size and token counts written for reading (HTML, Markdown)."""
+    out = frame.copy()
+    for column in COUNT_COLUMNS:
+        if column in out.columns:
+            out[column] = out[column].map(human_count)
+    return out
+
+
 def primary_metric(metrics: pd.DataFrame, task: str) -> str | None:
     """The task's first metric in PRIMARY order that differs between cells; a metric equal for
     every method (pass@1 = 0 for all, say) cannot rank them, so the next one is used."""

@@ -21,8 +21,8 @@ from codepeft.study.store import open_store
 
 
 def _write_table(frame: pd.DataFrame, directory: Path, name: str) -> None:
-    frame.to_csv(directory / f"{name}.csv", index=False)
-    (directory / f"{name}.md").write_text(frame.to_markdown(index=False, floatfmt=".4g") + "\n")
+    frame.to_csv(directory / f"{name}.csv", index=False)  # exact numbers; Markdown and HTML for reading
+    (directory / f"{name}.md").write_text(A.for_reading(frame).to_markdown(index=False, floatfmt=".4g") + "\n")
     (directory / f"{name}.tex").write_text(frame.to_latex(index=False, float_format="%.4g", na_rep="--"))
 
 
@@ -247,8 +247,12 @@ def _html(directory: Path, status: dict, sections) -> str:
         if isinstance(frame, str):
             parts.append(f'<p class="note">{html.escape(frame)}.</p>')
         elif isinstance(frame, pd.DataFrame):
-            parts.append(frame.to_html(index=False, float_format=lambda x: f"{x:.4g}", na_rep="–") if len(frame)
-                         else '<p class="note">No data yet.</p>')  # fmt: skip
+            readable = A.for_reading(frame)
+            parts.append(
+                readable.to_html(index=False, float_format=lambda x: f"{x:.4g}", na_rep="–")
+                if len(frame)
+                else '<p class="note">No data yet.</p>'
+            )
         parts.append(_figure_html(figure))
     parts.append("</body></html>")
     return "\n".join(parts)

@@ -31,12 +31,7 @@ def _panels(n: int, width: float = 4.8, height: float = 3.4):
 
 
 def _size(s) -> str:
-    if pd.isna(s):
-        return "size unknown"
-    for unit, div in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
-        if s >= div:
-            return f"{s / div:.3g}{unit}"
-    return f"{s:.0f}"
+    return "size unknown" if pd.isna(s) else A.human_count(s)
 
 
 def ranking(data: A.StudyData, path: Path) -> Path | str:
@@ -52,7 +47,7 @@ def ranking(data: A.StudyData, path: Path) -> Path | str:
         ax.set_xlim(0, 1)
         ax.set_xlabel("mean normalised score (higher is better)")
         ax.set_title(f"{model} ({_size(part['model_size'].iloc[0])}), trained on {dataset}", fontsize=9)
-    fig.suptitle("Overall ranking per model (grey: zero-shot and prompting baselines)")
+    fig.suptitle("Overall ranking per model\n(grey: zero-shot and prompting baselines)", fontsize=10)
     return _save(fig, path)
 
 
