@@ -143,9 +143,11 @@ def test_claims_are_judged_from_the_tests(study):
 
 def test_the_report_has_findings_claims_and_the_tied_ranking(study):
     page = write_report(study).read_text()
-    for heading in ("Findings", "The two studies&#x27; claims on this data", "Overall ranking"):
-        assert f"<h2>{heading}</h2>" in page
+    for heading in ("Summary", "Findings", "The two studies&#x27; claims on this data", "Overall ranking"):
+        assert f">{heading}</h2>" in page
     assert "good beats zero-shot" in page
+    assert "humaneval (m, d): best pass@1 0.38 by good, significantly better than all 2 others." in page
+    assert "<a href='#findings'>Findings</a>" in page and "<h2 id='findings'>" in page
     comparisons = pd.read_csv(study / "report" / "tables" / "comparisons.csv")
     assert len(comparisons) == 2 * 3  # two tasks, three pairs each
 

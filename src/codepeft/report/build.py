@@ -184,7 +184,7 @@ def write_report(directory: str | Path, reference: str | Path | None = None) -> 
         A.joint_vs_separate(data, joint),
         "Each task's primary score for adapters trained on one set and on the union.",
     )
-    return _finish(directory, out, status, sections)
+    return _finish(directory, out, status, sections, S.summary(data, comps))
 
 
 def _findings_frame(comps: pd.DataFrame) -> pd.DataFrame | str:
@@ -213,9 +213,9 @@ def _ranking(data: A.StudyData, comps: pd.DataFrame) -> pd.DataFrame:
                    *(["mean_normalised_score"] if "mean_normalised_score" in ranked else [])]]  # fmt: skip
 
 
-def _finish(directory: Path, out: Path, status: dict, sections: list) -> Path:
+def _finish(directory: Path, out: Path, status: dict, sections: list, summary: list[str] | None = None) -> Path:
     page = out / "index.html"
-    page.write_text(_html(directory, status, sections))
+    page.write_text(_html(directory, status, sections, summary or []))
     (out / "report.json").write_text(json.dumps({"generated": time.strftime("%Y-%m-%dT%H:%M:%S"), "cells": status}))
     return page
 
@@ -229,7 +229,11 @@ def _figure_html(figure: Path | str | None) -> str:
     return f'<img alt="{figure.stem}" src="data:image/png;base64,{data}">'
 
 
-def _html(directory: Path, status: dict, sections) -> str:
+def _anchor(title: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in title.lower()).strip("-")
+
+
+def _html(directory: Path, status: dict, sections, summary: list[str]) -> str:
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>codepeft report: {html.escape(directory.name)}</title>",
@@ -240,8 +244,14 @@ def _html(directory: Path, status: dict, sections) -> str:
         f"<p>Cells: {html.escape(', '.join(f'{v} {k}' for k, v in sorted(status.items())) or 'none')}. "
         f"Generated {time.strftime('%Y-%m-%d %H:%M')} from {html.escape(str(directory / 'results.sqlite'))}.</p>",
     ]
+    if summary:
+        parts.append("<h2 id='summary'>Summary</h2><ul>")
+        parts += [f"<li>{html.escape(line)}</li>" for line in summary]
+        parts.append("</ul>")
+    links = " · ".join(f"<a href='#{_anchor(t)}'>{html.escape(t)}</a>" for t, *_ in sections)
+    parts.append(f"<nav><b>Contents:</b> {links}</nav>")
     for title, about, frame, figure in sections:
-        parts.append(f"<h2>{html.escape(title)}</h2>")
+        parts.append(f"<h2 id='{_anchor(title)}'>{html.escape(title)}</h2>")
         if about:
             parts.append(f"<p>{html.escape(about)}</p>")
         if isinstance(frame, str):

@@ -225,3 +225,38 @@ def fmt_needed(value: float) -> str:
         if value is None or (isinstance(value, float) and math.isnan(value))
         else ("no gap" if not np.isfinite(value) else str(int(value)))
     )
+
+
+def summary(data: StudyData, comps: pd.DataFrame) -> list[str]:
+    """The top of the report: what was run, and per task the best method and whether the tests
+    say it is better than the others."""
+    from codepeft.report.analysis import primary_scores
+
+    cells = data.cells
+    lines = [
+        f"{cells['model'].nunique()} model(s) ({', '.join(sorted(cells['model'].unique()))}), "
+        f"{cells['method_label'].nunique()} methods, {cells['dataset'].nunique()} training set(s), "
+        f"{data.metrics['task'].nunique()} tasks; {len(cells)} cells done."
+    ]
+    scores = primary_scores(data)
+    for (model, dataset, task), group in scores.groupby(["model", "dataset", "task"], sort=True):
+        metric = group["metric"].iloc[0]
+        means = group.groupby("method_label")["value"].mean().dropna()
+        if means.empty:
+            continue
+        best = means.idxmin() if metric in LOWER_IS_BETTER else means.idxmax()
+        ties = sorted(m for m, v in means.items() if m != best and v == means[best])
+        mine = comps[(comps["model"] == model) & (comps["dataset"] == dataset) & (comps["task"] == task)]
+        mine = mine[(mine["a"] == best) | (mine["b"] == best)]
+        beaten = sorted(set(mine.loc[mine["better"] == best, ["a", "b"]].stack()) - {best})
+        others = len(means) - 1
+        if ties:
+            verdict = f"tied with {', '.join(ties)}"
+        elif not beaten:
+            verdict = f"not significantly better than any of the {others} others"
+        elif len(beaten) == others:
+            verdict = f"significantly better than all {others} others"
+        else:
+            verdict = f"significantly better than {len(beaten)} of {others} others ({', '.join(beaten)})"
+        lines.append(f"{task} ({model}, {dataset}): best {metric} {means[best]:.4g} by {best}, {verdict}.")
+    return lines
