@@ -130,6 +130,7 @@ def score_table(data: StudyData) -> pd.DataFrame:
         cells.append((*key, _with_ci(group.iloc[0]) if len(group) == 1 else _over_seed_cells(group)))
     frame = pd.DataFrame(cells, columns=[*index, "column", "cell"])
     table = frame.pivot_table(index=index, columns="column", values="cell", aggfunc="first", dropna=False)
+    table.columns.name = None  # else an empty "column" header in front of the table
     return table.reset_index().rename(columns={"method_label": "method", "model_size": "size"})
 
 

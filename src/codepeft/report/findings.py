@@ -250,6 +250,9 @@ def summary(data: StudyData, comps: pd.DataFrame) -> list[str]:
         mine = mine[(mine["a"] == best) | (mine["b"] == best)]
         beaten = sorted(set(mine.loc[mine["better"] == best, ["a", "b"]].stack()) - {best})
         others = len(means) - 1
+        if len(ties) == others:
+            lines.append(f"{task} ({model}, {dataset}): every method scores {metric} {means[best]:.4g}.")
+            continue
         if ties:
             verdict = f"tied with {', '.join(ties)}"
         elif not beaten:
