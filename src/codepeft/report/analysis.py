@@ -89,6 +89,7 @@ def human_count(n) -> str:
 def for_reading(frame: pd.DataFrame) -> pd.DataFrame:
     """The frame with its parameter, size and token counts written for reading (HTML, Markdown)."""
     out = frame.copy()
+    out.columns.name = None  # a pivot's column-axis name would print as an empty header
     for column in COUNT_COLUMNS:
         if column in out.columns:
             out[column] = out[column].map(human_count)
