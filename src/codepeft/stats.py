@@ -167,9 +167,9 @@ def paired_bootstrap(
 
 
 def paired_difference_ci(a: np.ndarray, b: np.ndarray, seed: int = 0) -> tuple[float, float]:
-    """95% paired-bootstrap (percentile) interval of mean(a) - mean(b), within [-1, 1] for rates."""
+    """95% paired-bootstrap interval (BCa) of mean(a) - mean(b): the problems' differences resampled."""
     d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
-    return bootstrap_ci(d, statistic=None, seed=seed)
+    return bootstrap_ci(d, seed=seed)
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:

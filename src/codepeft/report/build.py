@@ -68,13 +68,14 @@ def write_report(directory: str | Path, reference: str | Path | None = None) -> 
         sections.append(("Results", note, None, None))
         return _finish(directory, out, status, sections)
     if ref_frame is not None:
+        measured_vs_reference = compare(data, ref_frame)  # bootstraps intervals: computed once
         table(
             "Measured vs reference",
             "compare",
-            compare(data, ref_frame),
+            measured_vs_reference,
             f"Each number of {Path(reference).name} beside the measured value and its 95% interval; `within`: the "
             "reference lies inside the measurement's interval (empty: no such cell, or no interval).",
-            compare_figure(compare(data, ref_frame), figures_dir / "compare.png"),
+            compare_figure(measured_vs_reference, figures_dir / "compare.png"),
         )
     table(
         "Scores",

@@ -10,7 +10,6 @@ compared on its per-problem seed means.
 
 from __future__ import annotations
 
-import math
 from itertools import combinations
 
 import numpy as np
@@ -216,14 +215,6 @@ def _gap(r, winner: str) -> str:
     return (
         f"{r['metric']} {sign * r['difference']:+.3g} [{low:+.3g}, {high:+.3g}], {r['test']}, "
         f"Holm p={r['p_holm']:.3g}, {int(r['problems'])} problems"
-    )
-
-
-def fmt_needed(value: float) -> str:
-    return (
-        "-"
-        if value is None or (isinstance(value, float) and math.isnan(value))
-        else ("no gap" if not np.isfinite(value) else str(int(value)))
     )
 
 
