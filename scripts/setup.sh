@@ -4,6 +4,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
+# bubblewrap: generated programs run in namespaces only with it (without it codepeft falls back to
+# a weaker level and warns; a study refuses to start where it could be installed). Installed
+# here where we can (root with apt-get); elsewhere the line below says what to run.
+if ! command -v bwrap >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap) >/dev/null \
+      || echo "warning: could not install bubblewrap; run: apt-get install bubblewrap" >&2
+  else
+    echo "warning: bubblewrap is not installed, so generated programs would run at the weaker 'rlimits'" \
+      "isolation level; install it: sudo apt-get install bubblewrap (Debian/Ubuntu) or your system's package" >&2
+  fi
+fi
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi

@@ -238,6 +238,13 @@ CASES = [
     Case("study_status_missing_config", lambda t, m: ["study", "status", str(t / "s.yaml")], r"not found.*s\.yaml"),
     Case("study_export_no_config", lambda t, m: ["study", "export"], r"needs a study config"),
     Case("report_of_an_empty_directory", lambda t, m: ["report", str(t)], r"results\.sqlite"),
+    Case("export_not_a_run", lambda t, m: ["export", str(t), "--merged", str(t / "out")], r"no run\.json"),
+    Case("doctor_config_missing", lambda t, m: ["doctor", str(t / "gone.yaml")], r"not found.*gone\.yaml"),
+    Case(
+        "study_unknown_isolation",
+        lambda t, m: [*_study(t, m, STUDY_OK), "--isolation", "docker"],
+        r"eval\.isolation.*'auto', 'bwrap' or 'rlimits'",
+    ),
     Case(
         "estimate_unknown_method",
         lambda t, m: ["estimate", "--model", str(m("gpt_bigcode")), "--method", "lorra"],

@@ -178,7 +178,8 @@ def test_an_old_store_is_migrated_in_place_from_the_cells_eval_files(tmp_path):
     study = tmp_path / "s"
     cell_dir = study / "cells" / "m__lora__d__seed0"
     (cell_dir / "eval").mkdir(parents=True)
-    (cell_dir / "eval" / "humaneval.json").write_text(json.dumps(_execution_result(np.array([1, 0, 1], bool))))
+    result = {**_execution_result(np.array([1, 0, 1], bool)), "isolation": "rlimits"}
+    (cell_dir / "eval" / "humaneval.json").write_text(json.dumps(result))
     db = sqlite3.connect(store_path(study))
     db.executescript(
         """CREATE TABLE cells (cell_id TEXT PRIMARY KEY, model TEXT NOT NULL, model_path TEXT, model_size REAL,
@@ -202,8 +203,10 @@ def test_an_old_store_is_migrated_in_place_from_the_cells_eval_files(tmp_path):
             ("HumanEval/1", 0),
             ("HumanEval/2", 1),
         ]
-        assert store.rows("metrics")[0]["value"] == 0.667  # nothing lost
-        assert store.db.execute("PRAGMA user_version").fetchone()[0] >= 1
+        metric = store.rows("metrics")[0]
+        assert metric["value"] == 0.667  # nothing lost
+        assert json.loads(metric["detail"]) == {"isolation": "rlimits"}  # the level its programs ran at
+        assert store.db.execute("PRAGMA user_version").fetchone()[0] == 2
     finally:
         store.close()
 

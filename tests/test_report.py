@@ -88,11 +88,11 @@ def test_correlations_match_numpy(study_dir):
     corr = A.correlations(data).set_index("loss")
     joined = data.runs.merge(A.mean_downstream(data), on="cell_id")
     expected = np.corrcoef(joined["final_eval_loss"], joined["downstream"])[0, 1]
-    assert corr.loc["test loss", "pearson"] == pytest.approx(expected)
-    assert corr.loc["test loss", "cells"] == 7
+    assert corr.loc["validation loss", "pearson"] == pytest.approx(expected)
+    assert corr.loc["validation loss", "cells"] == 7
     ranks = joined[["final_eval_loss", "downstream"]].rank()
-    assert corr.loc["test loss", "spearman"] == pytest.approx(np.corrcoef(ranks.T)[0, 1])
-    assert corr.loc["test loss", "pearson"] < 0  # lower loss, better scores
+    assert corr.loc["validation loss", "spearman"] == pytest.approx(np.corrcoef(ranks.T)[0, 1])
+    assert corr.loc["validation loss", "pearson"] < 0  # lower loss, better scores
 
 
 def test_pareto_frontier(study_dir):
@@ -129,8 +129,10 @@ def test_report_writes_tables_figures_and_one_page(study_dir):
     for name in ("scores", "ranking", "loss", "correlations", "costs", "pareto", "joint_vs_separate", "robustness"):
         for suffix in ("md", "csv", "tex"):
             assert (tables / f"{name}.{suffix}").is_file(), f"{name}.{suffix}"
+    scores = pd.read_csv(tables / "scores.csv")
+    assert len(scores) == len(ROWS)  # one row per cell that exists, not every model x size x method
     loss = pd.read_csv(tables / "loss.csv")
-    assert sorted(loss["final_test_loss"]) == sorted(r[7] for r in ROWS if r[7] is not None)
+    assert sorted(loss["final_valid_loss"]) == sorted(r[7] for r in ROWS if r[7] is not None)
     html = page.read_text()
     assert html.count("<img") == 9 and "data:image/png;base64," in html
     robust = pd.read_csv(tables / "robustness.csv").set_index(["dataset", "model", "method_label"])

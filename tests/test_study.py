@@ -4,6 +4,7 @@ others, re-runs skip finished cells and resume interrupted training, nothing is 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import pandas as pd
@@ -95,11 +96,18 @@ def test_grid_expansion(tmp_path, tiny_model):
     assert len({c["spec"]["cell_dir"] for c in cells}) == len(cells)
 
 
-def test_study_runs_resumes_and_never_duplicates(tmp_path, tiny_model):
+def test_study_runs_resumes_and_never_duplicates(tmp_path, tiny_model, monkeypatch):
+    from codepeft.study import runner as study_runner
+
+    monkeypatch.setattr(study_runner, "PROGRESS_EVERY_S", 0.5)
     path = _write(tmp_path, _config(tmp_path, tiny_model))
     study_dir = tmp_path / "study"
     result = _study(path)
     assert result.exit_code == 1, result.output  # one cell failed: the exit says so
+    said = " ".join(result.output.split())
+    assert "(1/10 cells," in said and "(10/10 cells," in said and "elapsed, about" in said
+    assert "0:00 left)" in said  # the last cell leaves nothing
+    assert re.search(r"progress \S+: (training step \d+/\d+|evaluating \S+ \(task \d/\d\)), \d+:\d\d so far", said)
     cells = {c["cell_id"]: c for c in _rows(study_dir, "cells")}
     assert len(cells) == 10
     failed = [c for c in cells.values() if c["status"] == "failed"]
@@ -109,6 +117,12 @@ def test_study_runs_resumes_and_never_duplicates(tmp_path, tiny_model):
     metrics = pd.DataFrame(_rows(study_dir, "metrics"))
     assert not metrics.duplicated(["cell_id", "task", "metric"]).any()
     assert set(metrics["task"]) == {"stdlib-instruct-loss", "humaneval"}
+    from codepeft.execution import detect_isolation
+
+    level = detect_isolation("auto").value  # the study's default: bubblewrap wherever it works
+    humaneval = metrics[metrics["task"] == "humaneval"]
+    assert {json.loads(d)["isolation"] for d in humaneval["detail"]} == {level}
+    assert f"sandbox {level}" in (study_dir / "report" / "index.html").read_text()
     icl = metrics[metrics["cell_id"] == "bigcode/icl/stdlib/seed0"].set_index("metric")
     assert (
         json.loads(icl.loc["pass@1", "detail"])["per_seed"]
@@ -156,6 +170,7 @@ def test_study_runs_resumes_and_never_duplicates(tmp_path, tiny_model):
     # status and export, as a user runs them
     status = runner.invoke(app, ["study", "status", path])
     assert status.exit_code == 0 and "8 done, 2 failed" in status.output
+    assert "time left about" in " ".join(status.output.split())  # the two failed cells are due again
     export = runner.invoke(app, ["study", "export", path, "--format", "parquet"])
     assert export.exit_code == 0, export.output
     exported = pd.read_parquet(study_dir / "export" / "metrics.parquet")

@@ -51,6 +51,17 @@ def test_run_directory_holds_everything(tmp_path, tiny_model, train_file):
     # a plain peft adapter, loadable without codepeft
     base = AutoModelForCausalLM.from_pretrained(tiny_model("gpt_bigcode"))
     PeftModel.from_pretrained(base, d / "adapter")
+    # its model card says what the run was, from what it recorded (not peft's empty template)
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(d / "adapter" / "README.md")
+    assert card.data.library_name == "peft" and "lora" in card.data.tags
+    text = " ".join(card.text.split())
+    assert f"{info['final_train_loss']:.4f}" in text and "6 steps" in text and "More Information Needed" not in text
+    assert f"{cost['trainable_params']:,} of" in text and "codepeft 0." in text
+    assert "licence of the base | unknown" in text  # a local test model has no card to take it from
+    # progress for a watching study: the last step
+    assert json.loads((d / ".progress").read_text())["step"] == 6
 
 
 def test_full_fine_tuning_saves_full_weights(tmp_path, tiny_model, train_file):
@@ -59,6 +70,8 @@ def test_full_fine_tuning_saves_full_weights(tmp_path, tiny_model, train_file):
     result = train(_cfg(tiny_model, train_file, "gpt_bigcode", "method.name=full"), tmp_path / "full")
     assert (result.run_dir / "model" / "config.json").is_file()
     AutoModelForCausalLM.from_pretrained(result.run_dir / "model")
+    card = (result.run_dir / "model" / "README.md").read_text()
+    assert "library_name: transformers" in card and "Full fine-tune" in card
 
 
 def test_bottleneck_adapter_format(tmp_path, tiny_model, train_file):
@@ -318,9 +331,15 @@ def test_prompt_tuning_text_init_starts_from_the_text_embedding(tmp_path, tiny_m
 
 def test_tensorboard_logging(tmp_path, tiny_model, train_file):
     pytest.importorskip("tensorboard")
-    result = train(_cfg(tiny_model, train_file, "gpt_bigcode", "train.report_to=[tensorboard]"), tmp_path / "tb")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = _cfg(tiny_model, train_file, "gpt_bigcode", "train.report_to=[tensorboard]")
+    result = train(cfg, tmp_path / "tb", run_name="study/lora/stdlib/seed0")
     events = list((result.run_dir / "tensorboard").rglob("events.out.tfevents.*"))
     assert events and events[0].stat().st_size > 0
+    logged = EventAccumulator(str(events[0].parent)).Reload()
+    assert "train/loss" in logged.Tags()["scalars"]
+    assert b'"run_name": "study/lora/stdlib/seed0"' in events[0].read_bytes()  # the cell's label names the run
 
 
 @pytest.mark.parametrize("arch", ["gpt_bigcode", "llama", "qwen2", "codegen", "t5"])

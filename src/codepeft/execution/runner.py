@@ -97,8 +97,11 @@ class SandboxPool:
     """Runs many programs at once; each has its own limits, so one hung program stalls nothing."""
 
     def __init__(self, workers: int = 2, isolation: str = "auto"):
+        from codepeft.execution.levels import warn_if_weak
+
         self.workers = max(1, workers)
         self.isolation = detect_isolation(isolation)
+        warn_if_weak(self.isolation)
 
     def _run(self, job: tuple[str, str, Limits | None]) -> ExecResult:
         source, language, limits = job

@@ -131,6 +131,9 @@ def score_table(data: StudyData) -> pd.DataFrame:
         cells.append((*key, _with_ci(group.iloc[0]) if len(group) == 1 else _over_seed_cells(group)))
     frame = pd.DataFrame(cells, columns=[*index, "column", "cell"])
     table = frame.pivot_table(index=index, columns="column", values="cell", aggfunc="first", dropna=False)
+    # dropna=False keeps a method's row when a size is unknown, but also makes every combination of
+    # the index; only the rows of cells that exist stay
+    table = table.dropna(how="all")
     table.columns.name = None  # else an empty "column" header in front of the table
     return table.reset_index().rename(columns={"method_label": "method", "model_size": "size"})
 
@@ -142,7 +145,8 @@ def _over_seed_cells(group: pd.DataFrame) -> str:
     text = f"{values.mean():.4g}"
     if len(values) > 1:
         text += f" ±{values.std(ddof=1):.2g}sd over {len(values)} seeds"
-    return text
+    levels = sorted({lv for _, r in group.iterrows() if (lv := _detail(r).get("isolation"))})
+    return text + (f" (sandbox {', '.join(levels)})" if levels else "")
 
 
 def _with_ci(r) -> str:
@@ -154,13 +158,31 @@ def _with_ci(r) -> str:
     if pd.notna(r.get("sd")):
         text += f" ±{r['sd']:.2g}sd"
     size = _sample_size(r)
-    return f"{text} ({size})" if size and "[" in text else text
+    isolation = _detail(r).get("isolation")
+    notes = [*([size] if size and "[" in text else []), *([f"sandbox {isolation}"] if isolation else [])]
+    return f"{text} ({', '.join(notes)})" if notes else text
+
+
+def isolation_levels(data: StudyData) -> dict[str, int]:
+    """How many (cell, task) execution results ran at each isolation level."""
+    counts: dict[str, int] = {}
+    if not len(data.metrics):
+        return counts
+    for (_, _), group in data.metrics.groupby(["cell_id", "task"]):
+        level = _detail(group.iloc[0]).get("isolation")
+        if level:
+            counts[level] = counts.get(level, 0) + 1
+    return counts
+
+
+def _detail(r) -> dict:
+    detail = r.get("detail")
+    return json.loads(detail) if isinstance(detail, str) else detail if isinstance(detail, dict) else {}
 
 
 def _sample_size(r) -> str:
     """What an interval rests on: problems (or examples), samples per problem, seeds."""
-    detail = r.get("detail")
-    detail = json.loads(detail) if isinstance(detail, str) else detail if isinstance(detail, dict) else {}
+    detail = _detail(r)
     parts = []
     for key, word in (("problems", "problems"), ("examples", "examples"), ("samples", "samples")):
         if detail.get(key):
@@ -225,14 +247,15 @@ def ranking(data: StudyData) -> pd.DataFrame:
 
 
 def losses(data: StudyData) -> pd.DataFrame:
-    """Final train and test loss of each trained cell, with its trainable parameters."""
+    """Final train and validation loss (the training set's validation split, not a loss task) of each
+    trained cell, with its trainable parameters."""
     if not len(data.runs):
         return pd.DataFrame()
     frame = data.runs.merge(data.cells, on="cell_id").merge(data.costs, on="cell_id", how="left")
     return frame[
         ["dataset", "model", "model_size", "method_label", "seed", "final_train_loss", "final_eval_loss",
          "trainable_params", "steps"]
-    ].rename(columns={"method_label": "method", "final_eval_loss": "final_test_loss"})  # fmt: skip
+    ].rename(columns={"method_label": "method", "final_eval_loss": "final_valid_loss"})  # fmt: skip
 
 
 def mean_downstream(data: StudyData) -> pd.DataFrame:
@@ -242,13 +265,13 @@ def mean_downstream(data: StudyData) -> pd.DataFrame:
 
 
 def correlations(data: StudyData) -> pd.DataFrame | str:
-    """Pearson and Spearman correlation of final train / test loss with the mean downstream score."""
+    """Pearson and Spearman correlation of final train / validation loss with the mean downstream score."""
     frame = losses(data)
     if not len(frame):
         return "no trained cells: no loss to correlate"
     joined = data.runs.merge(mean_downstream(data), on="cell_id")
     rows = []
-    for column, name in (("final_train_loss", "train loss"), ("final_eval_loss", "test loss")):
+    for column, name in (("final_train_loss", "train loss"), ("final_eval_loss", "validation loss")):
         pair = joined[[column, "downstream"]].dropna().astype(float)
         if len(pair) < 3 or pair[column].nunique() < 2 or pair["downstream"].nunique() < 2:
             rows.append({"loss": name, "cells": len(pair), "pearson": None, "spearman": None})

@@ -119,12 +119,13 @@ def write_report(directory: str | Path, reference: str | Path | None = None) -> 
         "Loss",
         "loss",
         A.losses(data),
-        "Final train and test loss of each trained cell.",
+        "Final train and validation loss of each trained cell (the validation split of its training set; the "
+        "loss tasks' held-out loss is in the scores table).",
         F.loss_vs_size(data, figures_dir / "loss_vs_size.png"),
     )
     sections.append(
-        ("Test loss during training", "Evaluation loss at each evaluation step.", None,
-         F.loss_curves(data, figures_dir / "loss_curves.png"))
+        ("Validation loss during training", "Loss on the training set's validation split at each evaluation step.",
+         None, F.loss_curves(data, figures_dir / "loss_curves.png"))
     )  # fmt: skip
     sections.append(
         ("Trainable parameters vs loss", "", None, F.params_vs_loss(data, figures_dir / "params_vs_loss.png"))

@@ -140,14 +140,14 @@ def loss_predicts(data: StudyData) -> dict:
         return undecided("no trained cells")
     joined = data.runs.merge(mean_downstream(data), on="cell_id")[["final_eval_loss", "downstream"]].dropna()
     if len(joined) < 4:
-        return undecided(f"{len(joined)} trained cells with a test loss and downstream scores; 4 or more needed")
+        return undecided(f"{len(joined)} trained cells with a validation loss and downstream scores; 4 or more needed")
     if joined.nunique().min() < 2:
-        return undecided("the test loss or the downstream score is the same for every trained cell")
+        return undecided("the validation loss or the downstream score is the same for every trained cell")
     res = pearsonr(joined["final_eval_loss"].astype(float), joined["downstream"].astype(float))
     low, high = res.confidence_interval(0.95)
     verdict = SUPPORTED if high < 0 else CONTRADICTED if low > 0 else UNDECIDED
     evidence = [
-        f"Pearson r(test loss, mean normalised downstream score) = {res.statistic:+.2f} [{low:+.2f}, {high:+.2f}]"
+        f"Pearson r(validation loss, mean normalised downstream score) = {res.statistic:+.2f} [{low:+.2f}, {high:+.2f}]"
         f" over {len(joined)} trained cells (lower loss, higher score: r < 0)"
     ]
     return _claim("Test loss predicts downstream scores", "Astraios", [verdict], evidence, "")

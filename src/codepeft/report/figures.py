@@ -56,7 +56,7 @@ def loss_vs_size(data: A.StudyData, path: Path) -> Path | str:
     if not len(frame) or frame["model_size"].nunique() < 2:
         return "one model size only: no scale trend to draw (add models of several sizes to the study)"
     fig, axes = _panels(2)
-    for ax, column, title in zip(axes, ("final_train_loss", "final_test_loss"), ("train", "test"), strict=True):
+    for ax, column, title in zip(axes, ("final_train_loss", "final_valid_loss"), ("train", "validation"), strict=True):
         several = frame["dataset"].nunique() > 1
         for (method, dataset), part in frame.groupby(["method", "dataset"]):
             part = part.groupby("model_size")[column].mean().reset_index()
@@ -81,25 +81,25 @@ def loss_curves(data: A.StudyData, path: Path) -> Path | str:
             m = m.groupby("step")["loss"].mean().reset_index()
             ax.plot(m["step"], m["loss"], marker=".", label=method)
         ax.set_xlabel("training step")
-        ax.set_ylabel("test loss")
+        ax.set_ylabel("validation loss")
         ax.set_title(f"{model} on {dataset}")
     axes[-1].legend(fontsize=7)
     return _save(fig, path)
 
 
 def params_vs_loss(data: A.StudyData, path: Path) -> Path | str:
-    frame = A.losses(data).dropna(subset=["trainable_params", "final_test_loss"]) if len(data.runs) else []
+    frame = A.losses(data).dropna(subset=["trainable_params", "final_valid_loss"]) if len(data.runs) else []
     if len(frame) < 2:
-        return "fewer than two trained cells with a test loss"
+        return "fewer than two trained cells with a validation loss"
     fig, ax = plt.subplots(figsize=(6, 4.2))
     for model, part in frame.groupby("model"):
-        ax.scatter(part["trainable_params"], part["final_test_loss"], label=model)
+        ax.scatter(part["trainable_params"], part["final_valid_loss"], label=model)
         for _, r in part.iterrows():
-            ax.annotate(r["method"], (r["trainable_params"], r["final_test_loss"]), fontsize=7)
+            ax.annotate(r["method"], (r["trainable_params"], r["final_valid_loss"]), fontsize=7)
     ax.set_xscale("log")
     ax.set_xlabel("trainable parameters")
-    ax.set_ylabel("final test loss")
-    ax.set_title("trainable parameters vs final test loss")
+    ax.set_ylabel("final validation loss")
+    ax.set_title("trainable parameters vs final validation loss")
     ax.legend(fontsize=7)
     return _save(fig, path)
 
@@ -112,21 +112,21 @@ def loss_vs_score(data: A.StudyData, path: Path) -> Path | str:
     )
     joined = joined.dropna(subset=["final_eval_loss", "downstream"]) if len(joined) else joined
     if len(joined) < 3:
-        return "fewer than three trained cells with both a test loss and downstream scores"
+        return "fewer than three trained cells with both a validation loss and downstream scores"
     corr = A.correlations(data)
-    test = corr[corr["loss"] == "test loss"].iloc[0]
+    test = corr[corr["loss"] == "validation loss"].iloc[0]
     fig, ax = plt.subplots(figsize=(6, 4.2))
     ax.scatter(joined["final_eval_loss"], joined["downstream"])
     for _, r in joined.iterrows():
         ax.annotate(r["method_label"], (r["final_eval_loss"], r["downstream"]), fontsize=7)
-    ax.set_xlabel("final test loss")
+    ax.set_xlabel("final validation loss")
     ax.set_ylabel("mean normalised downstream score")
     stats = (
         f"Pearson {test['pearson']:.2f}, Spearman {test['spearman']:.2f}"
         if pd.notna(test["pearson"])
         else "correlation undefined (constant values)"
     )
-    ax.set_title(f"test loss vs downstream score ({stats}, {len(joined)} cells)", fontsize=9)
+    ax.set_title(f"validation loss vs downstream score ({stats}, {len(joined)} cells)", fontsize=9)
     return _save(fig, path)
 
 

@@ -218,6 +218,22 @@ def _gap(r, winner: str) -> str:
     )
 
 
+def _isolation_line(data: StudyData) -> list[str]:
+    """Where generated programs ran: said once at the top, and loudly when below namespaces."""
+    from codepeft.report.analysis import isolation_levels
+
+    levels = isolation_levels(data)
+    if not levels:
+        return []
+    if set(levels) == {"bwrap"}:
+        return ["Generated programs ran in the bubblewrap sandbox (namespaces, no network) for every execution score."]
+    weak = ", ".join(f"{lv}: {n} cell x task" for lv, n in sorted(levels.items()) if lv != "bwrap")
+    return [
+        f"Warning: some execution scores ran below namespaces ({weak}); docs/tasks.md says what that level "
+        "leaves open. The level is next to each score."
+    ]
+
+
 def summary(data: StudyData, comps: pd.DataFrame) -> list[str]:
     """The top of the report: what was run, and per task the best method and whether the tests
     say it is better than the others."""
@@ -229,6 +245,7 @@ def summary(data: StudyData, comps: pd.DataFrame) -> list[str]:
         f"{cells['method_label'].nunique()} methods, {cells['dataset'].nunique()} training set(s), "
         f"{data.metrics['task'].nunique()} tasks; {len(cells)} cells done."
     ]
+    lines += _isolation_line(data)
     scores = primary_scores(data)
     for (model, dataset, task), group in scores.groupby(["model", "dataset", "task"], sort=True):
         metric = group["metric"].iloc[0]

@@ -46,6 +46,8 @@ def expand(config: StudyConfig) -> list[dict]:
                 for seed in config.seeds if trains else config.seeds[:1]:
                     cell_id = f"{model.name}/{method.display}/{dataset.name}/seed{seed}"
                     cell_dir = root / "cells" / "__".join(slug(p) for p in cell_id.split("/"))
+                    spec = _spec(config, model, method, dataset, seed, trains, cell_dir)
+                    spec["label"] = cell_id  # the run's name in trackers
                     cells.append(
                         {
                             "cell_id": cell_id,
@@ -57,7 +59,7 @@ def expand(config: StudyConfig) -> list[dict]:
                             "family": family,
                             "dataset": dataset.name,
                             "seed": seed,
-                            "spec": _spec(config, model, method, dataset, seed, trains, cell_dir),
+                            "spec": spec,
                         }
                     )
     return cells
@@ -73,7 +75,8 @@ def _spec(config, model, method, dataset, seed, trains, cell_dir: Path) -> dict:
         "cell_dir": str(cell_dir),
         "trains": trains,
         "tasks": tasks,
-        "eval": config.eval.model_dump(mode="json", exclude={"tasks"}),
+        "eval": config.eval.model_dump(mode="json", exclude={"tasks", "isolation"}),
+        "isolation": config.eval.isolation,  # resolved by the study before its first cell
         "model": model_spec,
     }
     if trains and config.backend.accelerate is not None:
@@ -170,7 +173,7 @@ def _run(spec: dict) -> dict:
             if "accelerate" in spec:
                 _launch(spec, cell_dir, run_dir, resume=status is not None)
             else:
-                train(config, run_dir, resume=status is not None)
+                train(config, run_dir, resume=status is not None, run_name=spec.get("label"))
         result["run"], result["cost"], result["curves"] = _run_facts(run_dir)
         target = str(run_dir)
     e = spec["eval"]
@@ -205,12 +208,15 @@ def _run(spec: dict) -> dict:
                 task_data=e["task_data"],
                 method=baseline.get("name"),
                 method_options=baseline.get("options"),
+                isolation=spec.get("isolation", "auto"),
             )
         )
     from codepeft.study.store import flatten_scores
     from codepeft.tasks import get_task
 
-    result["metrics"] = [row for task in spec["tasks"] for row in flatten_scores(task, done[task]["scores"])]
+    result["metrics"] = [
+        row for task in spec["tasks"] for row in flatten_scores(task, done[task]["scores"], done[task].get("isolation"))
+    ]
     result["problem_scores"] = {
         task: get_task(task, e["task_data"].get(task)).problem_scores(done[task]) for task in spec["tasks"]
     }

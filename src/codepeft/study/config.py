@@ -97,6 +97,9 @@ class StudyEval(_Strict):
     prompt_format: str | None = None
     task_data: dict[str, str] = Field(default_factory=dict)
     sandbox_workers: int = Field(2, gt=0)
+    # How generated programs are isolated (codepeft.execution.levels.study_isolation): auto needs
+    # bubblewrap where it works or can be installed; rlimits accepts the weaker level.
+    isolation: Literal["auto", "bwrap", "rlimits"] = "auto"
 
     @model_validator(mode="after")
     def _limits_name_tasks(self):

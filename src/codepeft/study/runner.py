@@ -28,6 +28,7 @@ from pathlib import Path
 
 import yaml
 
+from codepeft import progress
 from codepeft.errors import CodepeftError
 from codepeft.execution.sandbox import hide_from_programs
 from codepeft.models.builtin import BUILTIN_MODELS, resolve_name
@@ -104,8 +105,35 @@ def _stop_on_signals():
             signal.signal(s, handler)
 
 
+def preflight(config: StudyConfig) -> str:
+    """`codepeft doctor CONFIG` before the first cell: refuse when the machine lacks what the study
+    needs (a toolchain, bitsandbytes, the isolation asked for); returns the isolation level its
+    cells run programs at, given to each explicitly so no worker falls back on its own."""
+    from codepeft import doctor
+    from codepeft.execution.levels import study_isolation
+    from codepeft.tasks import get_task
+
+    checks = doctor.study_checks(config)
+    blocking = doctor.blocking(checks)
+    if blocking:
+        raise CodepeftError(
+            "this study needs what the machine lacks, so no cell ran (codepeft doctor CONFIG lists every check):\n  "
+            + "\n  ".join(f"{c.name}: {c.found}" for c in blocking)
+        )
+    names = {*config.eval.tasks, *(t for d in config.datasets for t in d.tasks)}
+    if any(get_task(t, config.eval.task_data.get(t)).needs_sandbox for t in names):
+        return study_isolation(config.eval.isolation).value
+    return config.eval.isolation
+
+
+PROGRESS_EVERY_S = 30.0  # how often running cells' progress is looked at (printed only when it moved)
+
+
 def _run_locked(config: StudyConfig, on_event) -> dict[str, int]:
+    isolation = preflight(config)
     store, cells = prepare(config)
+    for cell in cells:
+        cell["spec"]["isolation"] = isolation
     for name in {m.name_or_path for m in config.models} & BUILTIN_MODELS.keys():
         resolve_name(name)  # a built-in model is made once here, not by several workers at the same time
     notify = on_event or (lambda event, cell: None)
@@ -113,19 +141,24 @@ def _run_locked(config: StudyConfig, on_event) -> dict[str, int]:
     for cell in cells:
         if cell not in due:
             notify("skipped", cell)
+    clock = _Clock(cells, due, store)
     try:
         backend = _BACKENDS[config.backend.kind]
-        started: set[str] = set()
+        started: dict[str, dict] = {}
 
         def start(c):
             store.mark_running(c["cell_id"], c["spec"]["cell_dir"])
-            started.add(c["cell_id"])
+            started[c["cell_id"]] = c
+            clock.started(c)
             notify("started", c)
 
         try:
-            for cell, result in backend(config, due, start):
-                started.discard(cell["cell_id"])
-                _finish(store, cell, result, notify)
+            with _watch_progress(started, clock, notify):
+                for cell, result in backend(config, due, start):
+                    started.pop(cell["cell_id"], None)
+                    _finish(
+                        store, cell, result, lambda e, c: notify(e, {**c, **clock.finished(c)} if e != "skipped" else c)
+                    )
         except StudyInterrupted as err:
             for cell_id in started:
                 store.mark_interrupted(cell_id)
@@ -137,6 +170,59 @@ def _run_locked(config: StudyConfig, on_event) -> dict[str, int]:
         return counts
     finally:
         store.close()
+
+
+class _Clock:
+    """Each cell's time, the study's elapsed time and its time left (codepeft.progress)."""
+
+    def __init__(self, cells: list[dict], due: list[dict], store: Store):
+        self.begun = time.monotonic()
+        self.due = list(due)
+        self.left_to_run = {c["cell_id"] for c in due}
+        self.times: list[tuple[dict, float]] = []
+        self.since: dict[str, float] = {}
+        recorded = {c["cell_id"]: c.get("model_size") for c in store.cells()}
+        self.sizes = progress.model_sizes(cells, recorded)
+
+    def started(self, cell: dict) -> None:
+        self.since[cell["cell_id"]] = time.monotonic()
+
+    def running_for(self, cell: dict) -> float:
+        return time.monotonic() - self.since.get(cell["cell_id"], time.monotonic())
+
+    def finished(self, cell: dict) -> dict:
+        seconds = self.running_for(cell)
+        self.times.append((cell, seconds))
+        self.left_to_run.discard(cell["cell_id"])
+        remaining = [c for c in self.due if c["cell_id"] in self.left_to_run]
+        return {
+            "seconds": seconds,
+            "position": f"{len(self.times)}/{len(self.due)}",
+            "elapsed": time.monotonic() - self.begun,
+            "left": progress.time_left(self.times, remaining, self.sizes),
+        }
+
+
+@contextlib.contextmanager
+def _watch_progress(started: dict[str, dict], clock: _Clock, notify):
+    """Every PROGRESS_EVERY_S, a `progress` event for each running cell whose phase moved."""
+    stop = threading.Event()
+    shown: dict[str, str] = {}
+
+    def watch() -> None:
+        while not stop.wait(PROGRESS_EVERY_S):
+            for cell_id, cell in list(started.items()):
+                text = progress.describe(progress.read(cell["spec"]["cell_dir"]))
+                if shown.get(cell_id) != text:
+                    shown[cell_id] = text
+                    notify("progress", {**cell, "progress": text, "seconds": clock.running_for(cell)})
+
+    thread = threading.Thread(target=watch, name="codepeft-progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
 
 
 def _finish(store: Store, cell: dict, result: dict, notify) -> None:

@@ -3,17 +3,21 @@ marker and `codepeft study status`.
 
 A cell's spec is everything that decides its results (model, method and options, data, training
 and evaluation settings). It is recorded as JSON text; two specs are the same when they hold the
-same values, whatever the order of their keys.
+same values, whatever the order of their keys. Keys that say how a cell runs but not what it
+measures (RUNTIME_KEYS: the sandbox's isolation level, the cell's label for trackers) are left
+out of the record.
 """
 
 from __future__ import annotations
 
 import json
 
+RUNTIME_KEYS = ("isolation", "label")
+
 
 def spec_text(spec: dict) -> str:
     """The spec as it is recorded (keys sorted, so equal specs give equal text)."""
-    return json.dumps(spec, sort_keys=True)
+    return json.dumps({k: v for k, v in spec.items() if k not in RUNTIME_KEYS}, sort_keys=True)
 
 
 def spec_changed(recorded: str | None, spec: dict) -> bool:

@@ -58,11 +58,24 @@ CREATE TABLE IF NOT EXISTS problems (
 """
 TABLES = ("cells", "runs", "metrics", "costs", "curves", "problems")
 RESULT_TABLES = ("runs", "metrics", "costs", "curves", "problems")
-VERSION = 1  # 1: the problems table
+VERSION = 2  # 1: the problems table; 2: isolation levels in metrics.detail
+
+
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%S"
 
 
 def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S")
+    return time.strftime(TIME_FORMAT)
+
+
+def cell_seconds(row: dict, now: bool = False) -> float | None:
+    """How long a cell's last attempt took (so far, with `now`), from its recorded times."""
+    try:
+        begun = time.mktime(time.strptime(row["started_at"], TIME_FORMAT))
+        end = time.time() if now else time.mktime(time.strptime(row["finished_at"], TIME_FORMAT))
+    except (KeyError, TypeError, ValueError):
+        return None
+    return max(0.0, end - begun)
 
 
 class Store:
@@ -80,16 +93,20 @@ class Store:
         self.migrate()
 
     def migrate(self) -> None:
-        """Bring a store written by an older codepeft up to VERSION, in place, keeping every row.
-        0 -> 1: per-problem scores of the cells already done, read back from their evaluation
-        files (`<cell>/eval/<task>.json`); a cell whose files are gone simply has none."""
+        """Bring a store written by an older codepeft up to VERSION, in place, keeping every row,
+        from the evaluation files of the cells already done (`<cell>/eval/<task>.json`; a cell
+        whose files are gone keeps what it has).
+        0 -> 1: their per-problem scores. 1 -> 2: the isolation level of each execution score."""
         version = self.db.execute("PRAGMA user_version").fetchone()[0]
         if version >= VERSION:
             return
         with self.transaction() as db:
             for cell in db.execute("SELECT cell_id, spec FROM cells WHERE status='done'").fetchall():
                 for task, result in _eval_files(self.path.parent, cell["spec"]):
-                    _insert_problem_scores(db, cell["cell_id"], task, result)
+                    if version < 1:
+                        _insert_problem_scores(db, cell["cell_id"], task, result)
+                    if version < 2 and result.get("isolation"):
+                        _add_isolation(db, cell["cell_id"], task, result["isolation"])
             db.execute(f"PRAGMA user_version={VERSION}")
 
     def close(self) -> None:
@@ -224,6 +241,16 @@ def _insert_problem_scores(db: sqlite3.Connection, cell_id: str, task: str, resu
     _insert_rows(db, cell_id, task, problem_scores(result))
 
 
+def _add_isolation(db: sqlite3.Connection, cell_id: str, task: str, level: str) -> None:
+    rows = db.execute("SELECT metric, detail FROM metrics WHERE cell_id=? AND task=?", (cell_id, task)).fetchall()
+    for row in rows:
+        detail = {**json.loads(row["detail"] or "{}"), "isolation": level}
+        db.execute(
+            "UPDATE metrics SET detail=? WHERE cell_id=? AND task=? AND metric=?",
+            (json.dumps(detail), cell_id, task, row["metric"]),
+        )
+
+
 def _insert_rows(db: sqlite3.Connection, cell_id: str, task: str, rows: list[dict]) -> None:
     db.executemany(
         "INSERT OR REPLACE INTO problems VALUES (?,?,?,?,?,?,?,?)",
@@ -253,9 +280,10 @@ def _eval_files(study_dir: Path, spec: str | None) -> Iterator[tuple[str, dict]]
             return
 
 
-def flatten_scores(task: str, scores: dict) -> list[dict]:
+def flatten_scores(task: str, scores: dict, isolation: str | None = None) -> list[dict]:
     """Metric rows of one task's scores; nested breakdowns (per category, per CWE) become
-    `parent/child` metrics when they carry a value."""
+    `parent/child` metrics when they carry a value. An execution task's rows name the isolation
+    level its programs ran at in their detail."""
     rows = []
 
     def visit(name: str, s: dict) -> None:
@@ -272,9 +300,12 @@ def flatten_scores(task: str, scores: dict) -> list[dict]:
                     "ci_high": ci[1],
                     "sd": s.get("sd"),
                     "detail": {
-                        k: v
-                        for k, v in s.items()
-                        if k in ("per_seed", "seeds", "components", "problems", "examples", "samples", "tokens")
+                        **{
+                            k: v
+                            for k, v in s.items()
+                            if k in ("per_seed", "seeds", "components", "problems", "examples", "samples", "tokens")
+                        },
+                        **({"isolation": isolation} if isolation else {}),
                     },
                 }
             )

@@ -1,4 +1,5 @@
-"""Trainer callbacks: loss curves to metrics.jsonl, and AdaLoRA's rank reallocation."""
+"""Trainer callbacks: loss curves to metrics.jsonl, progress for a watching study, and AdaLoRA's
+rank reallocation."""
 
 from __future__ import annotations
 
@@ -9,7 +10,19 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from codepeft import progress
 from codepeft.training.artifacts import write_manifest
+
+
+class ProgressFile(TrainerCallback):
+    """`<run>/.progress` after every step (codepeft.progress), for `codepeft study` to show."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            progress.write(self.directory, phase="training", step=state.global_step, of=state.max_steps)
 
 
 class MetricsLog(TrainerCallback):

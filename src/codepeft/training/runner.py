@@ -20,10 +20,11 @@ from codepeft.families import MethodFamily
 from codepeft.methods import ApplyContext, count_parameters
 from codepeft.models.loading import load_model
 from codepeft.training.artifacts import last_good_checkpoint, save_weights
-from codepeft.training.callbacks import AdaLoraSchedule, CheckpointManifest, MetricsLog
+from codepeft.training.callbacks import AdaLoraSchedule, CheckpointManifest, MetricsLog, ProgressFile
 from codepeft.training.checks import CheckedRun, check
 from codepeft.training.cost import PeakMemory
 from codepeft.training.dropout import fast_dropout_enabled
+from codepeft.training.model_card import write_model_card
 from codepeft.training.provenance import git_commit, machine, package_versions
 from codepeft.training.trainer import CodepeftTrainer, supports_logits_at_targets
 from codepeft.training.varlen import supports_varlen, varlen_attention_enabled
@@ -49,8 +50,12 @@ def _write_json(path: Path, data: dict) -> None:
     tmp.replace(path)
 
 
-def train(config: RunConfig, output_dir: str | Path | None = None, resume: bool = False) -> RunResult:
+def train(
+    config: RunConfig, output_dir: str | Path | None = None, resume: bool = False, run_name: str | None = None
+) -> RunResult:
     """Train one run; with resume=True continue the run in output_dir from its last checkpoint.
+    `run_name` names the run in the trackers of `train.report_to` (a study passes its cell's
+    label; default: the config's name).
 
     The steps, each below: open the run directory, check the whole config (nothing loads before
     it passes), load the model, build the data, apply the method, record run.json, train, record
@@ -66,6 +71,7 @@ def train(config: RunConfig, output_dir: str | Path | None = None, resume: bool 
     params = count_parameters(model)
     device = _device_of(model)
     info = _run_info(config, checked, plan, params, train_ds, eval_ds, device)
+    info["run_name"] = run_name or config.name
     _write_json(run_dir / "run.json", info)
 
     trainer, metrics = _trainer(config, checked, plan, model, tokenizer, train_ds, eval_ds, run_dir, info)
@@ -92,6 +98,7 @@ def train(config: RunConfig, output_dir: str | Path | None = None, resume: bool 
         final_eval_loss=final_eval,
     )
     _write_json(run_dir / "run.json", info)
+    write_model_card(weights, info, cost)
     # Without accelerate's autocast wrapper, the model in memory computes as the reloaded one does.
     tuned = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False).eval()
     return RunResult(run_dir, cost, output.training_loss, final_eval, tuned, tokenizer)
@@ -229,6 +236,7 @@ def _training_arguments(config: RunConfig, run_dir: Path, info: dict, evaluates:
         save_steps=t.save_steps,
         save_total_limit=t.save_total_limit,
         report_to=t.report_to or "none",
+        run_name=info.get("run_name", config.name),
         seed=config.seed,
         data_seed=config.seed,
         remove_unused_columns=False,
@@ -247,7 +255,7 @@ def _trainer(config, checked: CheckedRun, plan: Batching, model, tokenizer, trai
     if "tensorboard" in t.report_to:  # transformers 5 reads the log directory from the environment
         os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(run_dir / "tensorboard"))
     metrics = MetricsLog(run_dir / "metrics.jsonl")
-    callbacks = [metrics, CheckpointManifest()]
+    callbacks = [metrics, CheckpointManifest(), ProgressFile(run_dir)]
     if getattr(getattr(model, "peft_type", None), "value", None) == "ADALORA":
         callbacks.append(AdaLoraSchedule(model))
     trainer = _make_trainer(
