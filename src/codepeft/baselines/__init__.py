@@ -65,7 +65,7 @@ class Baseline:
 class ICL(Baseline):
     def label(self) -> str:
         draw = "" if self.options["draw"] == "fixed" else ", per problem"
-        return f"ICL ({self.shots} ex.{draw}, {len(self.seeds)} seeds)"
+        return f"ICL ({self.shots} ex.{draw}, {len(self.seeds)} seed{'s' if len(self.seeds) != 1 else ''})"
 
     def select(self, queries, seed):
         if self.shots > len(self.pool):

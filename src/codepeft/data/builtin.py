@@ -7,6 +7,7 @@ Each study loader reads the dataset's real hub schema (or a local copy of it pas
 from __future__ import annotations
 
 import ast
+import hashlib
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -104,13 +105,21 @@ def _shipped_conala(split: str) -> list[dict]:
 
 
 def _shipped_oasst_commitpackft(split: str) -> list[dict]:
-    """OctoPack's OASST + CommitPackFT instruction files (151 + 1,178), all for training."""
-    if split != "train":
+    """OctoPack's OASST + CommitPackFT instruction files (151 + 1,178). Like the hub's
+    guanaco-commits (train / test), one in twenty pairs is held out as `test`, chosen by a hash of
+    its text so the split never depends on order or on the machine; the rest is `train`."""
+    if split not in ("train", "test"):
         return []
-    return [
+    rows = [
         *read_shipped("octopack/oasstcommitpackft.jsonl.gz"),
         *read_shipped("octopack/oasstcommitpackftmanual.jsonl.gz"),
     ]
+    return [r for r in rows if _held_out(r) == (split == "test")]
+
+
+def _held_out(row: dict) -> bool:
+    text = json.dumps([row.get("prompt"), row.get("completion")], ensure_ascii=False)
+    return hashlib.sha256(text.encode()).digest()[0] % 20 == 0
 
 
 def _is_python(code: str) -> bool:
