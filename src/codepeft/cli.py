@@ -570,7 +570,8 @@ def estimate(
         f"[bold]{model}[/] + {method}: {plain.trainable_params:,} trainable of {plain.total_params:,} parameters "
         f"({100 * plain.trainable_params / max(plain.total_params, 1):.3f}%)"
     )
-    table = Table(title=f"peak training memory, GB (seq {seq_len}, batch {batch}, {dtype})")
+    where = "a CUDA GPU (max allocated)" if device == "cuda" else "the CPU (resident memory)"
+    table = Table(title=f"peak training memory on {where}, GB (seq {seq_len}, batch {batch}, {dtype})")
     for col in ("part", "no checkpointing", "gradient checkpointing"):
         table.add_column(col)
     for label, attr in (

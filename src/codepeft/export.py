@@ -37,15 +37,10 @@ def export_merged(run_dir: str | Path, out: str | Path) -> dict:
 
     from codepeft.config import ModelSpec
     from codepeft.models.loading import load_model
-    from codepeft.training.artifacts import ADAPTER_DIR, MODEL_DIR
+    from codepeft.training.artifacts import ADAPTER_DIR, MODEL_DIR, finished_run_info
 
     run_dir, out = Path(run_dir), Path(out)
-    info_path = run_dir / "run.json"
-    if not info_path.is_file():
-        raise CodepeftError(f"{run_dir} is not a codepeft run directory (no run.json)")
-    info = json.loads(info_path.read_text())
-    if info.get("status") != "completed":
-        raise CodepeftError(f"run {run_dir} did not complete (status: {info.get('status')}); resume it first")
+    info = finished_run_info(run_dir)
     if out.exists() and any(out.iterdir()):
         raise CodepeftError(f"{out} exists and is not empty; give a new directory")
     family, name = info["method"]["family"], info["method"]["name"]

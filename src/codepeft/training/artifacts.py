@@ -35,17 +35,23 @@ def save_weights(model, tokenizer, run_dir: Path, method_family: MethodFamily, b
     return out
 
 
-def load_run(run_dir: str | Path, device: str = "auto"):
-    """(model, tokenizer, run_info) of a finished run, ready for generation (eval mode)."""
-    from codepeft.models.loading import load_model
-
-    run_dir = Path(run_dir)
+def finished_run_info(run_dir: Path) -> dict:
+    """run.json of a run that completed; one clear error for anything else."""
     info_path = run_dir / "run.json"
     if not info_path.is_file():
         raise CodepeftError(f"{run_dir} is not a codepeft run directory (no run.json)")
     info = json.loads(info_path.read_text())
     if info.get("status") != "completed":
         raise CodepeftError(f"run {run_dir} did not complete (status: {info.get('status')}); resume it first")
+    return info
+
+
+def load_run(run_dir: str | Path, device: str = "auto"):
+    """(model, tokenizer, run_info) of a finished run, ready for generation (eval mode)."""
+    from codepeft.models.loading import load_model
+
+    run_dir = Path(run_dir)
+    info = finished_run_info(run_dir)
     spec = ModelSpec(**{**info["config"]["model"], "device": device})
     spec.quantization = info.get("quantization", spec.quantization)
     if "precision" in info:  # the dtype it was trained in, not what `auto` would pick on this machine
