@@ -124,3 +124,18 @@ def test_the_isolation_level_does_not_make_a_cell_run_again():
     spec = {"cell_dir": "c", "eval": {"n": 1}, "isolation": "bwrap"}
     assert not spec_changed(spec_text(spec), {**spec, "isolation": "rlimits"})
     assert spec_changed(spec_text(spec), {**spec, "eval": {"n": 2}})
+
+
+def test_doctor_checks_a_training_config_for_bitsandbytes(tmp_path, monkeypatch):
+    import importlib.util
+
+    from codepeft import doctor
+
+    config = tmp_path / "run.yaml"
+    config.write_text("method:\n  name: qlora\n")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(doctor.importlib.util, "find_spec", lambda n, *a: None if n == "bitsandbytes" else real(n, *a))
+    result = runner.invoke(app, ["doctor", str(config)])
+    assert result.exit_code == 2 and "needs what the machine lacks: bitsandbytes" in " ".join(result.output.split())
+    config.write_text("method:\n  name: lora\n")  # LoRA on a full-precision base does not need it
+    assert runner.invoke(app, ["doctor", str(config)]).exit_code == 0

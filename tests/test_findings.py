@@ -113,7 +113,7 @@ def test_match_tasks_use_a_paired_bootstrap_of_the_corpus_metric(study):
     comps = S.comparisons(data)
     task_metric = A.primary_metric(data.metrics, "conala")
     row = _pair(comps, "conala", "good", "zero-shot")
-    assert row["test"] == "bootstrap" and row["significant"] and row["better"] == "good"
+    assert row["test"] == "randomization" and row["significant"] and row["better"] == "good"
     if task_metric == "chrf":  # the difference is the corpus chrF difference, as the scores table has it
         recorded = data.metrics[(data.metrics["task"] == "conala") & (data.metrics["metric"] == "chrf")]
         by_cell = recorded.set_index("cell_id")["value"]
@@ -286,3 +286,28 @@ def test_seed_cells_are_compared_on_per_problem_means_and_their_spread_is_shown(
     assert row["test"] == "permutation"  # seed means are not 0/1: not a McNemar case
     table = A.score_table(data).set_index("method")
     assert "over 2 seeds" in table.loc["lora", "humaneval pass@1"] and "±" in table.loc["lora", "humaneval pass@1"]
+
+
+def test_loss_vs_score_says_why_when_no_score_varies(tmp_path):
+    store = Store(store_path(tmp_path))
+    names = ["full", "lora", "ia3", "prompt"]
+    store.add_cells(
+        [
+            {"cell_id": f"m/{n}/d/seed0", "model": "m", "model_path": "m", "model_size": 1e6, "method": n,
+             "method_label": n, "family": "lora", "dataset": "d", "seed": 0, "spec": {}}
+            for n in names
+        ]
+    )  # fmt: skip
+    for i, n in enumerate(names):
+        store.record(
+            f"m/{n}/d/seed0",
+            {
+                "metrics": flatten_scores("humaneval", {"pass@1": {"value": 0.0}}),  # 0 for every method
+                "run": {"run_dir": "x", "final_train_loss": 2.0, "final_eval_loss": 2.0 + i / 10, "steps": 6},
+                "cost": {"trainable_params": 10, "total_params": 100},
+            },
+        )
+    store.close()
+    claim = C.loss_predicts(_data(tmp_path))
+    assert claim["verdict"] == "undecided"
+    assert "4 trained cells have a validation loss, but no downstream score varies" in claim["evidence"][0]

@@ -134,3 +134,34 @@ def test_paired_sample_size_shrinks_as_the_effect_grows():
     small = stats.paired_problems_needed(base + 0.05 + noise, base)
     large = stats.paired_problems_needed(base + 0.2 + noise, base)
     assert large < small < math.inf
+
+
+def test_randomization_equals_exact_enumeration_and_is_honest_at_four_problems():
+    from itertools import product
+
+    a, b = np.array([2.1, 2.4, 2.0, 2.6]), np.array([2.3, 2.5, 2.2, 2.9])  # a lower on all four
+    c = stats.paired_randomization(a, b)
+    d = a - b
+    swaps = [np.mean(np.array(signs) * d) for signs in product((1, -1), repeat=4)]
+    expected = np.mean(np.abs(swaps) >= abs(d.mean()) - 1e-12)
+    assert c.pvalue == pytest.approx(expected) == pytest.approx(2 / 16)  # never significant on 4 problems
+    assert c.difference == pytest.approx(d.mean()) and c.ci_low <= c.difference <= c.ci_high
+    rng = np.random.default_rng(0)
+    base = rng.random(200)
+    assert stats.paired_randomization(base - 0.1 + rng.normal(0, 0.05, 200), base).pvalue < 0.001
+    assert stats.paired_randomization(base + rng.normal(0, 0.05, 200), base).pvalue > 0.05
+    assert stats.paired_randomization(base, base).pvalue == 1.0
+
+
+def test_randomization_swaps_a_corpus_metrics_statistics_per_problem():
+    from codepeft.metrics.per_problem import corpus_chrf, problem_scores
+    from codepeft.tasks.match import score_match
+
+    refs = [f"x = foo({i}) + bar" for i in range(12)]
+    good = score_match([{"task_id": str(i), "output": r} for i, r in enumerate(refs)], [[r] for r in refs], [1])
+    bad = score_match([{"task_id": str(i), "output": r} for i, r in enumerate(refs)], [["pass"] for _ in refs], [1])
+    sa = np.array([r["detail"] for r in problem_scores(good) if r["metric"] == "chrf"])
+    sb = np.array([r["detail"] for r in problem_scores(bad) if r["metric"] == "chrf"])
+    c = stats.paired_randomization(sa, sb, metric=corpus_chrf, resamples=500)
+    assert c.difference == pytest.approx(corpus_chrf(sa) - corpus_chrf(sb)) and c.difference > 50
+    assert c.pvalue <= 2 / 501 + 1e-9  # every random swap narrows the gap

@@ -91,7 +91,7 @@ def write_report(directory: str | Path, reference: str | Path | None = None) -> 
         "findings",
         _findings_frame(comps),
         "What the paired tests support, per model, training set and task: every pair of methods on the same "
-        f"problems (exact McNemar for greedy pass@1, paired permutation for sampled pass@k, paired bootstrap for "
+        f"problems (exact McNemar for greedy pass@1, paired permutation for sampled pass@k, paired randomization for "
         f"match metrics and losses), Holm-corrected across the pairs of a task, alpha {S.ALPHA}. Every pair: "
         "tables/comparisons.csv.",
     )

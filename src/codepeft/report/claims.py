@@ -139,6 +139,12 @@ def loss_predicts(data: StudyData) -> dict:
     if not len(frame):
         return undecided("no trained cells")
     joined = data.runs.merge(mean_downstream(data), on="cell_id")[["final_eval_loss", "downstream"]].dropna()
+    with_loss = int(data.runs["final_eval_loss"].notna().sum())
+    if with_loss >= 4 and len(joined) < 4:
+        return undecided(
+            f"{with_loss} trained cells have a validation loss, but no downstream score varies between methods "
+            "(a normalised score needs a spread)"
+        )
     if len(joined) < 4:
         return undecided(f"{len(joined)} trained cells with a validation loss and downstream scores; 4 or more needed")
     if joined.nunique().min() < 2:

@@ -3,9 +3,9 @@ they support, and the two studies' claims checked against a study's data.
 
 For every model, training set and task, every pair of methods is tested on the problems both
 were evaluated on (`codepeft.report.stats`): exact McNemar for greedy pass@1, a paired
-permutation test for sampled pass@k, a paired bootstrap for match metrics and losses; p-values
-are Holm-corrected across the pairs of one task. A method with several seeds (cells) is
-compared on its per-problem seed means.
+permutation test for sampled pass@k, a paired approximate randomization test for match metrics
+and losses (interval: paired bootstrap); p-values are Holm-corrected across the pairs of one task.
+A method with several seeds (cells) is compared on its per-problem seed means.
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def compare_pair(a: pd.Series, b: pd.Series, metric: str, seed: int = 0) -> dict
         needed = stats.paired_problems_needed(x, y)
     else:
         metric_fn = corpus_chrf if pm == "chrf" else None
-        c = stats.paired_bootstrap(x, y, metric=metric_fn, seed=seed)
+        c = stats.paired_randomization(x, y, metric=metric_fn, seed=seed)
         if pm == "chrf":  # power from sentence-level chrF of each problem
             sx = np.array([corpus_chrf([v]) for v in x])
             sy = np.array([corpus_chrf([v]) for v in y])
