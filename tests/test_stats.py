@@ -165,3 +165,22 @@ def test_randomization_swaps_a_corpus_metrics_statistics_per_problem():
     c = stats.paired_randomization(sa, sb, metric=corpus_chrf, resamples=500)
     assert c.difference == pytest.approx(corpus_chrf(sa) - corpus_chrf(sb)) and c.difference > 50
     assert c.pvalue <= 2 / 501 + 1e-9  # every random swap narrows the gap
+
+
+def test_newcombe_interval_of_paired_proportions_is_honest_when_nothing_differs():
+    none = stats.newcombe_paired([[0, 0], [0, 16]])  # both fail all 16
+    upper = stats.wilson(0, 16)[1]
+    assert none == pytest.approx((-upper, upper))  # no correlation information: the marginal bounds
+    low, high = stats.newcombe_paired([[12, 9], [2, 21]])  # correlated pairs, 9 vs 2 discordant
+    assert low < 9 / 44 - 2 / 44 < high and low >= -1 and high <= 1
+    c = stats.mcnemar_exact(np.zeros(16, bool), np.zeros(16, bool))
+    assert c.pvalue == 1.0 and c.ci_high > 0.15 and c.ci_low < -0.15  # not a proof of equality
+
+
+@given(st.lists(st.tuples(st.booleans(), st.booleans()), min_size=1, max_size=60))
+def test_newcombe_interval_contains_the_difference_and_stays_in_range(pairs):
+    x = np.array([p[0] for p in pairs])
+    y = np.array([p[1] for p in pairs])
+    table = [[int(np.sum(x & y)), int(np.sum(x & ~y))], [int(np.sum(~x & y)), int(np.sum(~x & ~y))]]
+    low, high = stats.newcombe_paired(table)
+    assert -1 <= low <= x.mean() - y.mean() + 1e-12 and x.mean() - y.mean() - 1e-12 <= high <= 1

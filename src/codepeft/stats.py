@@ -102,7 +102,7 @@ def _clip(x: float, bounds: tuple[float, float]) -> float:
 # -- paired tests --------------------------------------------------------------------------------
 def mcnemar_exact(a: Sequence[bool], b: Sequence[bool], seed: int = 0) -> Comparison:
     """Exact McNemar test on per-problem pass/fail (greedy decoding): the binomial test on the
-    discordant pairs (statsmodels), with a paired-bootstrap interval of the pass-rate difference."""
+    discordant pairs (statsmodels), with Newcombe's interval of the pass-rate difference."""
     from statsmodels.stats.contingency_tables import mcnemar
 
     x, y = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
@@ -110,8 +110,30 @@ def mcnemar_exact(a: Sequence[bool], b: Sequence[bool], seed: int = 0) -> Compar
     a_only, b_only = int(np.sum(x & ~y)), int(np.sum(~x & y))
     table = [[int(np.sum(x & y)), a_only], [b_only, int(np.sum(~x & ~y))]]
     pvalue = 1.0 if a_only + b_only == 0 else float(mcnemar(table, exact=True).pvalue)
-    low, high = paired_difference_ci(x.astype(float), y.astype(float), seed=seed)
+    low, high = newcombe_paired(table)
     return Comparison("mcnemar-exact", len(x), float(x.mean() - y.mean()), low, high, pvalue, a_only, b_only)
+
+
+def newcombe_paired(table: Sequence[Sequence[int]], level: float = LEVEL) -> tuple[float, float]:
+    """Interval of p1 - p2 for paired proportions, [[both, 1 only], [2 only, neither]]: Newcombe's
+    hybrid score method (1998, method 10), from the two Wilson intervals and the pairs'
+    correlation. Written out because neither scipy nor statsmodels has it. Unlike a bootstrap of
+    the differences, it does not collapse to [0, 0] when both sides fail (or pass) every problem:
+    0 of 16 against 0 of 16 is about +-0.19, not evidence of equality."""
+    (both, one), (two, neither) = (int(v) for v in table[0]), (int(v) for v in table[1])
+    n = both + one + two + neither
+    p1, p2 = (both + one) / n, (both + two) / n
+    l1, u1 = wilson(both + one, n, level)
+    l2, u2 = wilson(both + two, n, level)
+    margins = (both + one) * (two + neither) * (both + two) * (one + neither)
+    cross = both * neither - one * two
+    if cross > 0:
+        cross = max(cross - n / 2, 0.0)  # Newcombe's continuity correction of phi
+    phi = cross / math.sqrt(margins) if margins else 0.0
+    d = p1 - p2
+    low = d - math.sqrt(max((p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2, 0.0))
+    high = d + math.sqrt(max((u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2, 0.0))
+    return max(low, -1.0), min(high, 1.0)
 
 
 def paired_permutation(a: Sequence[float], b: Sequence[float], resamples: int = 9999, seed: int = 0) -> Comparison:

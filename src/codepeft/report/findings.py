@@ -80,7 +80,7 @@ def compare_pair(a: pd.Series, b: pd.Series, metric: str, seed: int = 0) -> dict
         return None
     x, y = np.stack([a[p] for p in common]), np.stack([b[p] for p in common])
     binary = (
-        pm in ("pass", "correct")
+        pm in ("pass", "correct", "em")
         and (pm == "correct" or metric.endswith("@1"))
         and np.isin(x, (0, 1)).all()
         and np.isin(y, (0, 1)).all()
