@@ -171,17 +171,19 @@ def machine_checks() -> list[Check]:
     return isolation_checks() + toolchain_checks() + accelerator_checks() + storage_checks()
 
 
+def study_tasks(config) -> list:
+    """Every task a study evaluates (the common ones and each training set's own)."""
+    from codepeft.tasks import get_task
+
+    names = {*config.eval.tasks, *(t for d in config.datasets for t in d.tasks)}
+    return [get_task(t, config.eval.task_data.get(t)) for t in sorted(names)]
+
+
 def study_checks(config) -> list[Check]:
     """The machine's checks with what the study `config` needs marked: the languages of its
     tasks that run code, the isolation it asks for, bitsandbytes for a quantised base, a GPU
     for `device: cuda`."""
-    from codepeft.tasks import get_task
-
-    tasks = [
-        get_task(t, config.eval.task_data.get(t))
-        for t in {*config.eval.tasks, *(t for d in config.datasets for t in d.tasks)}
-    ]
-    languages = {t.language for t in tasks if t.needs_sandbox}
+    languages = {t.language for t in study_tasks(config) if t.needs_sandbox}
     specs = [m.model_dump() for m in config.models] + [m.model.model_dump(exclude_none=True) for m in config.methods]
     quantised = any(s.get("quantization", "none") != "none" for s in specs) or any(
         m.name == "qlora" for m in config.methods

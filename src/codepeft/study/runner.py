@@ -111,7 +111,6 @@ def preflight(config: StudyConfig) -> str:
     cells run programs at, given to each explicitly so no worker falls back on its own."""
     from codepeft import doctor
     from codepeft.execution.levels import study_isolation
-    from codepeft.tasks import get_task
 
     checks = doctor.study_checks(config)
     blocking = doctor.blocking(checks)
@@ -120,8 +119,7 @@ def preflight(config: StudyConfig) -> str:
             "this study needs what the machine lacks, so no cell ran (codepeft doctor CONFIG lists every check):\n  "
             + "\n  ".join(f"{c.name}: {c.found}" for c in blocking)
         )
-    names = {*config.eval.tasks, *(t for d in config.datasets for t in d.tasks)}
-    if any(get_task(t, config.eval.task_data.get(t)).needs_sandbox for t in names):
+    if any(t.needs_sandbox for t in doctor.study_tasks(config)):
         return study_isolation(config.eval.isolation).value
     return config.eval.isolation
 
