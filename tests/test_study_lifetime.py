@@ -71,7 +71,14 @@ def _finish(config: Path) -> None:
 
 
 def _worker(proc: subprocess.Popen) -> bool:
-    return any("codepeft.study.worker" in " ".join(c.cmdline()) for c in _descendants(proc.pid))
+    return any("codepeft.study.worker" in _cmdline(c) for c in _descendants(proc.pid))
+
+
+def _cmdline(p: psutil.Process) -> str:
+    try:  # a short-lived child (a toolchain probe) may have ended or be a zombie by now
+        return " ".join(p.cmdline())
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return ""
 
 
 def _descendants(pid: int) -> list[psutil.Process]:

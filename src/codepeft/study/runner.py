@@ -81,8 +81,9 @@ def run_study(config: StudyConfig, on_event: Callable[[str, dict], None] | None 
 @contextlib.contextmanager
 def _stop_on_signals():
     """SIGTERM / SIGINT: stop the workers and raise StudyInterrupted in the main thread (a second
-    signal ends the process at once). Installed even where SIGINT was ignored (a study started in
-    the background by a shell), so `kill -INT` always stops a study."""
+    signal ends the process at once, also while the interrupted study winds down, so the first
+    handler stays in place after an interruption). Installed even where SIGINT was ignored (a study
+    started in the background by a shell), so `kill -INT` always stops a study."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -91,7 +92,10 @@ def _stop_on_signals():
         stop_descendants(grace_s=0.5)
         os._exit(128 + signum)
 
+    interrupted = []
+
     def first(signum, frame):
+        interrupted.append(signum)
         for s in (signal.SIGTERM, signal.SIGINT):
             signal.signal(s, at_once)
         stop_descendants()
@@ -101,8 +105,9 @@ def _stop_on_signals():
     try:
         yield
     finally:
-        for s, handler in before.items():
-            signal.signal(s, handler)
+        if not interrupted:  # else a second signal during the wind-down would meet the default action
+            for s, handler in before.items():
+                signal.signal(s, handler)
 
 
 def preflight(config: StudyConfig) -> str:
