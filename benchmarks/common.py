@@ -33,7 +33,7 @@ def machine() -> dict:
         "torch": torch.__version__,
         "transformers": transformers.__version__,
     }
-    for name in ("peft", "bitsandbytes"):
+    for name in ("peft", "trl", "bitsandbytes"):
         with contextlib.suppress(ImportError, AttributeError):
             versions[name] = __import__(name).__version__
     return {

@@ -10,6 +10,16 @@ sequence, counted the same way for both) and problems per second, in two setting
   length of a typical real completion (this measures decoding).
 
     .venv/bin/python benchmarks/generation_throughput.py --problems 6 --out gen.json
+    .venv/bin/python benchmarks/generation_throughput.py --model smollm2-135m --problems 3 --out gen2.json
+
+With `--model smollm2-135m` the reference is transformers' own fastest CPU path instead of the
+studies' loop: one `generate` call per problem that samples its n completions as one batch
+(`num_return_sequences`), with the default dynamic KV cache and with the static cache
+(`cache_implementation="static"`), whichever is faster on this machine. transformers' continuous
+batching (`generate_batch`) is not compared: it needs a paged-attention kernel that has no CPU
+implementation in transformers 5.23. Two settings: `fixed` (n=20, T=0.2, 128 tokens a sample) and
+`greedy` (n=1, the study's stop sequences, at most 128 tokens), where the completions must be the
+same text as transformers' (fp32 batching with left padding can flip a near-tie; counted).
 """
 
 from __future__ import annotations
@@ -25,13 +35,13 @@ from common import finish, in_fresh_process, machine, run_worker  # noqa: E402
 N, TEMPERATURE, TOP_P, MAX_NEW = 20, 0.2, 0.95, 128
 
 
-def _setup(problems: int, mode: str, dtype: str = "fp32"):
+def _setup(problems: int, mode: str, dtype: str = "fp32", model_name: str = "default"):
     from codepeft.config import ModelSpec
     from codepeft.models.loading import load_model
     from codepeft.tasks import get_task
     from codepeft.tasks.base import render_prompt
 
-    model, tok = load_model(ModelSpec(name_or_path="default", dtype=dtype, device="cpu"))
+    model, tok = load_model(ModelSpec(name_or_path=model_name, dtype=dtype, device="cpu"))
     task = get_task("humaneval")
     items = task.problems()[:problems]
     stop = task.stop
@@ -45,19 +55,75 @@ def _useful_tokens(tok, completions: list[list[str]]) -> int:
     return sum(len(tok(c, add_special_tokens=False)["input_ids"]) for samples in completions for c in samples)
 
 
-def worker_codepeft(problems: int, batch: int, mode: str, dtype: str = "fp32") -> dict:
+def worker_codepeft(problems: int, batch: int, mode: str, dtype: str = "fp32", model_name: str = "default") -> dict:
     from codepeft.generation import GenerationSettings
     from codepeft.generation.backends import HFBackend
 
-    model, tok, prompts, stop = _setup(problems, mode, dtype)
+    model, tok, prompts, stop = _setup(problems, mode, dtype, model_name)
+    greedy = mode == "greedy"
     settings = GenerationSettings(
-        n=N, temperature=TEMPERATURE, top_p=TOP_P, max_new_tokens=MAX_NEW, batch_size=batch, stop=stop
-    )
+        n=1 if greedy else N, temperature=0.0 if greedy else TEMPERATURE, top_p=TOP_P, max_new_tokens=MAX_NEW,
+        batch_size=batch, stop=stop,
+    )  # fmt: skip
     backend = HFBackend(model, tok)
     started = time.perf_counter()
     out = backend.generate(prompts, settings, progress=False)
     elapsed = time.perf_counter() - started
-    return {"time_s": elapsed, "tokens": _useful_tokens(tok, out), "samples": sum(len(s) for s in out)}
+    return {"time_s": elapsed, "tokens": _useful_tokens(tok, out), "samples": sum(len(s) for s in out),
+            "texts": out if greedy else None}  # fmt: skip
+
+
+def worker_transformers(problems: int, mode: str, cache: str, model_name: str) -> dict:
+    """transformers' fastest CPU path: one `generate` per problem, its samples one batch."""
+    import torch
+
+    from codepeft.generation.backends import truncate_at_stop
+
+    model, tok, prompts, stop = _setup(problems, mode, "fp32", model_name)
+    model.eval()
+    greedy = mode == "greedy"
+    kwargs = dict(max_new_tokens=MAX_NEW, pad_token_id=tok.pad_token_id or tok.eos_token_id)
+    if cache == "static":
+        kwargs["cache_implementation"] = "static"
+    if greedy:
+        kwargs.update(do_sample=False, stop_strings=stop or None, tokenizer=tok)
+    else:
+        kwargs.update(do_sample=True, temperature=TEMPERATURE, top_p=TOP_P, num_return_sequences=N)
+    out = []
+    started = time.perf_counter()
+    for p in prompts:
+        enc = tok(p, return_tensors="pt")
+        with torch.no_grad():
+            ids = model.generate(**enc, **kwargs)
+        texts = tok.batch_decode(ids[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+        out.append([truncate_at_stop(t, stop) for t in texts])
+    elapsed = time.perf_counter() - started
+    return {"time_s": elapsed, "tokens": _useful_tokens(tok, out), "samples": sum(len(s) for s in out),
+            "texts": out if greedy else None}  # fmt: skip
+
+
+def against_transformers(me: Path, model: str, problems: int, batch: int) -> dict:
+    """codepeft vs the faster of transformers' dynamic- and static-cache paths, per setting."""
+    result = {}
+    for mode in ("fixed", "greedy"):
+        refs = {c: in_fresh_process(me, "transformers", str(problems), mode, c, model) for c in ("dynamic", "static")}
+        best = max(refs, key=lambda c: refs[c]["tokens"] / refs[c]["time_s"])
+        ours = in_fresh_process(me, "codepeft", str(problems), str(batch), mode, "fp32", model)
+        ref_tps = refs[best]["tokens"] / refs[best]["time_s"]
+        row = {
+            "reference": f"transformers generate, {best} cache",
+            "transformers_tokens_per_s": {c: r["tokens"] / r["time_s"] for c, r in refs.items()},
+            "reference_tokens_per_s": ref_tps,
+            "codepeft_tokens_per_s": ours["tokens"] / ours["time_s"],
+            "speedup": (ours["tokens"] / ours["time_s"]) / ref_tps,
+            "tokens_per_sample": ours["tokens"] / ours["samples"],
+        }
+        if mode == "greedy":
+            pairs = [(a[0], b[0]) for a, b in zip(ours["texts"], refs[best]["texts"], strict=True)]
+            row["same_greedy_outputs"] = sum(a == b for a, b in pairs)
+            row["greedy_outputs"] = len(pairs)
+        result[mode] = row
+    return result
 
 
 def worker_loop(problems: int, mode: str) -> dict:
@@ -97,11 +163,17 @@ def main() -> None:
     parser.add_argument("--worker", nargs="+")
     parser.add_argument("--problems", type=int, default=6)
     parser.add_argument("--batch-size", type=int, default=40)
+    parser.add_argument("--model", help="smollm2-135m: compare with transformers' fastest path on it instead")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     if args.worker:
-        return run_worker(args.worker, {"codepeft": worker_codepeft, "loop": worker_loop})
+        return run_worker(
+            args.worker, {"codepeft": worker_codepeft, "loop": worker_loop, "transformers": worker_transformers}
+        )
     me = Path(__file__)
+    if args.model:
+        result = {"machine": machine(), "model": args.model, "problems": args.problems, "n": N}
+        return finish({**result, **against_transformers(me, args.model, args.problems, args.batch_size)}, args.out)
     result = {"machine": machine(), "problems": args.problems, "n": N, "batch_size": args.batch_size}
     for mode in ("study", "fixed"):
         loop = in_fresh_process(me, "loop", str(args.problems), mode)

@@ -8,6 +8,11 @@ threshold fixed so freed tensors leave RSS). On CPU; on a GPU, CUDA's max-alloca
 the yardstick (not measured here).
 
     .venv/bin/python benchmarks/memory_methods.py --out memory.json
+    .venv/bin/python benchmarks/memory_methods.py --model smollm2-135m --out memory_smollm2.json
+
+`--model smollm2-135m` measures the real pretrained model (135M parameters, vocabulary 49,152) with
+every method the estimator is held to on it: full, LoRA, QLoRA (4-bit), (IA)3, P-tuning, prompt
+and prefix tuning, and the three bottleneck adapters, at batch 2 x 256.
 """
 
 from __future__ import annotations
@@ -25,6 +30,11 @@ from common import PEAK_SAMPLER  # noqa: E402
 
 WIDTH, LAYERS, SEQ, BATCH = 1024, 8, 256, 4
 METHODS = [("full", None), ("lora", None), ("qlora", "4bit"), ("qlora", "8bit")]
+REAL_BATCH = 2
+REAL_METHODS = [
+    ("full", None), ("lora", None), ("qlora", "4bit"), ("ia3", None), ("ptuning", None), ("prompt", None),
+    ("prefix", None), ("adapter_houlsby", None), ("adapter_pfeiffer", None), ("adapter_parallel", None),
+]  # fmt: skip
 
 MEASURE = (
     PEAK_SAMPLER
@@ -46,7 +56,7 @@ model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
 ids = torch.randint(5, model.config.vocab_size, (batch, seq))
 m = get_method(method)
 options = m.options({"bits": 4 if quant == "4bit" else 8} if method == "qlora" else {})
-model = m.apply(model, options, ApplyContext(quantized=quant != "none"))
+model = m.apply(model, options, ApplyContext(quantized=quant != "none", tokenizer_path=path))
 model.train()
 opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
 for _ in range(3):
@@ -71,27 +81,34 @@ def build(root: Path) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", help="a built-in model (smollm2-135m) instead of the 100M Llama built here")
+    parser.add_argument("--methods", help="comma-separated subset, e.g. lora,qlora")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     from codepeft.estimate import estimate
+    from codepeft.models.builtin import resolve_name
 
     rows = []
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "TOKENIZERS_PARALLELISM": "false"}
+    methods, batch = (REAL_METHODS, REAL_BATCH) if args.model else (METHODS, BATCH)
+    if args.methods:
+        methods = [(m, q) for m, q in methods if m in args.methods.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
-        path = build(Path(tmp))
-        for method, quant in METHODS:
+        path = resolve_name(args.model) if args.model else build(Path(tmp))
+        for method, quant in methods:
             out = subprocess.run(
-                [sys.executable, "-c", MEASURE, str(path), method, quant or "none", str(SEQ), str(BATCH)],
+                [sys.executable, "-c", MEASURE, str(path), method, quant or "none", str(SEQ), str(batch)],
                 capture_output=True, text=True, env=env, check=False,
             )  # fmt: skip
             if out.returncode != 0:
                 raise RuntimeError(f"{method} {quant}: {out.stderr[-2000:]}")
             measured = json.loads(out.stdout.strip().splitlines()[-1])["peak_bytes"]
             options = {"bits": 4 if quant == "4bit" else 8} if method == "qlora" else None
-            est = estimate(str(path), method, options, seq_len=SEQ, batch=BATCH, dtype="fp32", quantization=quant,
-                           device="cpu")  # fmt: skip
+            est = estimate(str(path), method, options, seq_len=SEQ, batch=batch, dtype="fp32", quantization=quant,
+                           device="cpu", loss_chunk=0)  # fmt: skip
             rows.append(
                 {
+                    "model": args.model or f"llama {WIDTH}x{LAYERS}",
                     "method": method + (f" ({quant})" if quant else ""),
                     "params_m": round(est.total_params / 1e6, 1),
                     "trainable_m": round(est.trainable_params / 1e6, 2),

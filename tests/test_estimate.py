@@ -86,6 +86,23 @@ def test_memory_moves_the_right_way(tiny_model):
     assert lora.runtime_bytes > 0  # the CUDA context
 
 
+def test_a_quantised_base_on_cpu_is_estimated_as_bitsandbytes_cpu_backend_holds_it(tiny_model):
+    """On a GPU a 4-bit base saves memory; bitsandbytes' CPU backend keeps the base
+    in the compute dtype beside the quantised copy (benchmarks/memory_methods.py measures it)."""
+    path = str(tiny_model("llama"))
+    kw = dict(seq_len=128, batch=2, dtype="fp32")
+    lora_cpu, lora_gpu = estimate(path, "lora", device="cpu", **kw), estimate(path, "lora", device="cuda", **kw)
+    q4_cpu, q4_gpu = estimate(path, "qlora", device="cpu", **kw), estimate(path, "qlora", device="cuda", **kw)
+    q8_cpu = estimate(path, "qlora", {"bits": 8}, device="cpu", **kw)
+    assert q4_gpu.weights_bytes < lora_gpu.weights_bytes
+    assert lora_cpu.weights_bytes < q4_cpu.weights_bytes < q8_cpu.weights_bytes
+    assert q8_cpu.weights_bytes - lora_cpu.weights_bytes == pytest.approx(
+        32 / 4.127 * (q4_cpu.weights_bytes - lora_cpu.weights_bytes), rel=1e-6
+    )
+    text = CliRunner().invoke(app, ["estimate", "--model", path, "--method", "qlora", "--device", "cpu"]).output
+    assert "peak training memory on the CPU" in text and "saves no memory there" in " ".join(text.split())
+
+
 def test_suggestions_fit_the_budget(tiny_model):
     path = str(tiny_model("llama"))
     kwargs = dict(model=path, method="full", seq_len=2048, batch=8, device="cpu")

@@ -586,6 +586,11 @@ def estimate(
         "[bold]total[/]", f"[bold]{plain.peak_bytes / GB:.3f}[/]", f"[bold]{checkpointed.peak_bytes / GB:.3f}[/]"
     )
     console.print(table)
+    if device == "cpu" and (quantization or method == "qlora"):
+        console.print(
+            "on CPU, bitsandbytes' backend keeps the base in the compute dtype beside the quantised copy "
+            "(measured), so a quantised base saves no memory there; the estimate counts both"
+        )
     if memory is not None:
         if plain.peak_bytes <= memory * GB:
             console.print(f"fits in {memory:g} GB")

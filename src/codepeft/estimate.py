@@ -4,7 +4,8 @@ The model is built on PyTorch's meta device from its config alone (no weights ar
 method is applied to it, and the parameters are counted exactly. Memory is the sum of:
 - weights: frozen parameters in their dtype, or bitsandbytes NF4 / int8 for the linear layers
   of a quantised base (4 bits + one fp32 absmax per 64 values, second-level quantised: ~4.13
-  bits; int8: 8 bits + one fp32 scale per row);
+  bits; int8: 8 bits + one fp32 scale per row) on a GPU; on CPU, bitsandbytes' backend is measured
+  to keep the base in the compute dtype as well, so a quantised base saves no memory there;
 - trainable parameters in fp32 with their gradient and the optimizer's state (AdamW: two fp32
   moments; Adafactor: factored second moments, counted as one row + one column per matrix);
 - activations: the tensors autograd keeps for the backward pass, traced from one forward pass
@@ -206,7 +207,11 @@ def estimate(
     width = BYTES[dtype]
     d = _dims(config)
 
-    if quant == "4bit":
+    if quant in ("4bit", "8bit") and device == "cpu":
+        # bitsandbytes' CPU backend, measured: the peak holds the base in the compute dtype beside
+        # the quantised copy (4-bit: its NF4 storage; 8-bit: a further copy of 4 bytes a value).
+        weights = frozen * width + linear * ((4 + 0.127) / 8 if quant == "4bit" else 4.0)
+    elif quant == "4bit":
         weights = linear * (4 + 0.127) / 8 + (frozen - linear) * width
     elif quant == "8bit":
         weights = linear * 1.0 + (frozen - linear) * width + 4 * linear / d["hidden"]
