@@ -130,6 +130,16 @@ def report(results: dict) -> str:
              f"{e['speedup']:.2f}x", ">= 3x, same verdicts",
              _met(e["speedup"] >= 3 and e["verdicts_differ"] == 0) + f" ({e['verdicts_differ']} verdicts differ)"]
         )  # fmt: skip
+        rows.append(["Execution: HumanEval programs/s on this machine's cores (bubblewrap)",
+                     f"{e['codepeft_programs_per_s']:.1f}", "", "", ">= 250",
+                     _met(e["codepeft_programs_per_s"] >= 250 and e["isolation"] == "bwrap")])  # fmt: skip
+        if p := e.get("plus"):
+            rows.append(
+                [f"Execution: HumanEval+ programs/s ({p['programs']} programs, base and + tests)",
+                 f"{p['codepeft_programs_per_s']:.1f}", f"{p['evalplus_programs_per_s']:.1f} (evalplus.evaluate)",
+                 f"{p['speedup']:.2f}x", ">= 3x, same verdicts",
+                 _met(p["speedup"] >= 3 and p["verdicts_differ"] == 0) + f" ({p['verdicts_differ']} verdicts differ)"]
+            )  # fmt: skip
     rows += _round_two_rows(results)
     est = results.get("estimate")
     if est:

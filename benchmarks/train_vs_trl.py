@@ -164,7 +164,6 @@ def worker_codepeft(model: str, steps: int, method: str = "lora") -> dict:
     import torch
 
     from codepeft import train
-
     from codepeft.models.loading import resolve_name
 
     torch.set_num_threads(os.cpu_count() or 1)
