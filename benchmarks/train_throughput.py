@@ -46,17 +46,24 @@ def _config(steps: int, method: str = "lora", batches: str = "batch", dtype: str
             "data.loss_on=response",
             f"data.max_length={MAX_LENGTH}",
             f"data.packing={packing}",
-            f"train.max_steps={steps}",
-            f"train.batch_size={BATCH}",
-            f"train.learning_rate={LR}",
-            "train.lr_scheduler=linear",
-            "train.warmup=0",
-            "train.logging_steps=1",
-            f"train.eval_steps={steps + 1}",
-            f"train.save_steps={steps + 1}",
-            f"seed={SEED}",
+            *train_overrides(steps),
         ],
     )
+
+
+def train_overrides(steps: int) -> list[str]:
+    """codepeft's side of `trainer_arguments`: steps, batch, schedule, a log line every step."""
+    return [
+        f"train.max_steps={steps}",
+        f"train.batch_size={BATCH}",
+        f"train.learning_rate={LR}",
+        "train.lr_scheduler=linear",
+        "train.warmup=0",
+        "train.logging_steps=1",
+        f"train.eval_steps={steps + 1}",
+        f"train.save_steps={steps + 1}",
+        f"seed={SEED}",
+    ]
 
 
 def _dataset(config):
@@ -66,6 +73,29 @@ def _dataset(config):
     tok = load_tokenizer(resolve_name("default"))
     train, _ = build_datasets(config.data, tok, False, config.seed)
     return train, tok
+
+
+def trainer_arguments(steps: int) -> dict:
+    """The Trainer settings codepeft's own training uses here (optimizer, schedule, clipping,
+    sampler seed), for the references built on transformers' Trainer."""
+    return dict(
+        output_dir=tempfile.mkdtemp(),
+        per_device_train_batch_size=BATCH,
+        max_steps=steps,
+        learning_rate=LR,
+        lr_scheduler_type="linear",
+        warmup_steps=0,
+        weight_decay=0.0,
+        max_grad_norm=1.0,
+        optim="adamw_torch",
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        seed=SEED,
+        data_seed=SEED,
+        use_cpu=True,
+        disable_tqdm=True,
+    )
 
 
 def worker_recipe(steps: int) -> dict:
@@ -93,41 +123,32 @@ def worker_recipe(steps: int) -> dict:
         task_type="CAUSAL_LM", r=8, lora_alpha=16, lora_dropout=0.05, target_modules=["c_attn", "c_proj", "c_fc"]
     )
     model = get_peft_model(model, lora)
-    steps_log: list[dict] = []
+    args = TrainingArguments(**trainer_arguments(steps))
+    run = timed_training(
+        Trainer, lambda inputs: int(inputs["attention_mask"].sum()),
+        model=model, args=args, train_dataset=data, data_collator=default_data_collator,
+    )  # fmt: skip
+    return {**run, "slots": BATCH * MAX_LENGTH}
 
-    class Timed(Trainer):
+
+def timed_training(trainer_cls, useful_tokens, **kwargs) -> dict:
+    """Train with `trainer_cls(**kwargs)`, recording after every step the time since the start
+    and the batch's useful tokens; returns the logged losses with both."""
+    log: list[dict] = []
+
+    class Timed(trainer_cls):
         def training_step(self, model, inputs, num_items_in_batch=None):
             loss = super().training_step(model, inputs, num_items_in_batch)
-            steps_log.append({"time_s": time.perf_counter() - started, "tokens": int(inputs["attention_mask"].sum())})
+            log.append({"time_s": time.perf_counter() - started, "tokens": useful_tokens(inputs)})
             return loss
 
-    args = TrainingArguments(
-        output_dir=tempfile.mkdtemp(),
-        per_device_train_batch_size=BATCH,
-        max_steps=steps,
-        learning_rate=LR,
-        lr_scheduler_type="linear",
-        warmup_steps=0,
-        weight_decay=0.0,
-        max_grad_norm=1.0,
-        optim="adamw_torch",
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        seed=SEED,
-        data_seed=SEED,
-        use_cpu=True,
-        disable_tqdm=True,
-    )
-    trainer = Timed(model=model, args=args, train_dataset=data, data_collator=default_data_collator)
+    trainer = Timed(**kwargs)
     started = time.perf_counter()
     trainer.train()
-    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     return {
-        "losses": losses,
-        "time_s": [s["time_s"] for s in steps_log],
-        "tokens": [s["tokens"] for s in steps_log],
-        "slots": BATCH * MAX_LENGTH,
+        "losses": [h["loss"] for h in trainer.state.log_history if "loss" in h],
+        "time_s": [s["time_s"] for s in log],
+        "tokens": [s["tokens"] for s in log],
     }
 
 
@@ -135,13 +156,20 @@ def worker_codepeft(steps: int, method: str = "lora", batches: str = "batch", dt
     """codepeft's training; the machine's matmul peak for the dtype the run computes in (bf16 under
     autocast) is measured in the same process just before and after (the higher is kept: a shared
     machine's neighbours only ever lower it)."""
-    from codepeft import train
     from codepeft.models.hardware import resolve_dtype
 
     compute = resolve_dtype(dtype, "cpu")[0]  # with mixed precision auto, bf16 weights mean bf16 matmuls
     peak = matmul_peak(compute)
+    run = codepeft_run(_config(steps, method, batches, dtype))
+    return {**run, "peak_flops": max(peak, matmul_peak(compute))}
+
+
+def codepeft_run(config) -> dict:
+    """`codepeft.train` in a temporary directory: its per-step losses and times, and its cost."""
+    from codepeft import train
+
     with tempfile.TemporaryDirectory() as tmp:
-        result = train(_config(steps, method, batches, dtype), Path(tmp) / "run")
+        result = train(config, Path(tmp) / "run")
         rows = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
         info = json.loads((result.run_dir / "run.json").read_text())
     rows = [r for r in rows if "loss" in r]
@@ -154,7 +182,6 @@ def worker_codepeft(steps: int, method: str = "lora", batches: str = "batch", dt
         "wall_time_s": result.cost["wall_time_s"],
         "batches": info["data"]["batches"],
         "attention": info["data"]["attention"],
-        "peak_flops": max(peak, matmul_peak(compute)),
         "precision": info["precision"],
     }
 
@@ -182,27 +209,38 @@ def worker_profile(method: str) -> dict:
     """Where one training step's time goes (torch.profiler, CPU time by operator), and how
     fast the step's matrix products run on their own against the machine's peak: the ceiling
     on MFU if everything else took no time."""
+    return profile_first_batch(_config(3, method), "default", method)
+
+
+def profile_first_batch(config, model_name: str, method: str) -> dict:
+    """`profile_step` on the first batch of `config`'s data, as codepeft's training lays it out."""
+    from codepeft.data import Collator, build_datasets
+    from codepeft.methods import ApplyContext, get_method
+    from codepeft.models.loading import load_model, resolve_name
+    from codepeft.training.trainer import logits_at_targets
+
+    path = resolve_name(model_name)
+    model, tok = load_model(config.model.model_copy(update={"name_or_path": path}))
+    m = get_method(method)
+    model = m.apply(model, m.options({}), ApplyContext(tokenizer_path=path, total_steps=3))
+    model.config.use_cache = False
+    model.train()
+    data, _ = build_datasets(config.data, tok, False, config.seed)
+    batch = Collator(tok.pad_token_id, flatten=True, boundaries=True)([data[i] for i in range(BATCH)])
+    batch.pop("num_tokens")
+    return profile_step(model, logits_at_targets(batch))
+
+
+def profile_step(model, batch: dict) -> dict:
+    """Profile three AdamW steps of `model` on `batch` (codepeft's attention and dropout): the top
+    operators by self CPU time, the share of matrix products and their efficiency against the
+    machine's peak measured around them."""
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from codepeft.data import Collator
-    from codepeft.methods import get_method
-    from codepeft.methods.apply import ApplyContext
-    from codepeft.models.loading import load_model, resolve_name
     from codepeft.training.dropout import fast_dropout_enabled
-    from codepeft.training.trainer import logits_at_targets
     from codepeft.training.varlen import varlen_attention_enabled
 
-    config = _config(3, method)
-    model, tok = load_model(config.model.model_copy(update={"name_or_path": resolve_name("default")}))
-    m = get_method(method)
-    model = m.apply(model, m.options({}), ApplyContext(tokenizer_path=resolve_name("default"), total_steps=3))
-    model.config.use_cache = False
-    model.train()
-    data, _ = _dataset(config)
-    batch = Collator(tok.pad_token_id, flatten=True, boundaries=True)([data[i] for i in range(BATCH)])
-    batch.pop("num_tokens")
-    batch = logits_at_targets(batch)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=LR)
 
     def step():
@@ -229,7 +267,7 @@ def worker_profile(method: str) -> dict:
     }
 
 
-def model_flops_per_token(method: str) -> tuple[float, float, int]:
+def model_flops_per_token(method: str, model_name: str = "default") -> tuple[float, float, int]:
     """(training FLOPs per token of the body, of the output head; matmul parameters): 6 per
     parameter for full fine-tuning (forward 2, two backward matmuls 4), 4 with a frozen base (no
     weight gradients); adapters' own FLOPs ignored (under 1% here). Attention score FLOPs are
@@ -239,7 +277,7 @@ def model_flops_per_token(method: str) -> tuple[float, float, int]:
 
     from codepeft.models.loading import resolve_name
 
-    cfg = AutoConfig.from_pretrained(resolve_name("default"))
+    cfg = AutoConfig.from_pretrained(resolve_name(model_name))
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(cfg)
     head = model.get_output_embeddings()

@@ -33,16 +33,25 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import finish, in_fresh_process, machine, run_worker  # noqa: E402
-from train_throughput import attention_flops, matmul_peak  # noqa: E402
+from train_throughput import (  # noqa: E402
+    BATCH,
+    attention_flops,
+    codepeft_run,
+    matmul_peak,
+    model_flops_per_token,
+    profile_first_batch,
+    timed_training,
+    train_overrides,
+    trainer_arguments,
+)
 
-BATCH, LR, SEED, WINDOW = 8, 2e-4, 0, 5
+WINDOW = 5  # batch, learning rate, seed and Trainer settings: those of train_throughput.py
 # The data each model trains on: SmolLM2 on the smollm2 study's real data in its chat format,
 # the default model on the offline stdlib-instruct pairs as in train_throughput.py.
 DATA = {
@@ -64,15 +73,7 @@ def _config(model: str, steps: int, method: str = "lora"):
             *DATA[model],
             "data.loss_on=response",
             "data.packing=batch",
-            f"train.max_steps={steps}",
-            f"train.batch_size={BATCH}",
-            f"train.learning_rate={LR}",
-            "train.lr_scheduler=linear",
-            "train.warmup=0",
-            "train.logging_steps=1",
-            f"train.eval_steps={steps + 1}",
-            f"train.save_steps={steps + 1}",
-            f"seed={SEED}",
+            *train_overrides(steps),
         ],
     )
 
@@ -119,43 +120,18 @@ def worker_trl(model: str, steps: int) -> dict:
         train_data, _ = build_datasets(config.data, tok, False, config.seed)
         m = get_method("lora")
         net = m.apply(net, m.options({}), ApplyContext())
-        log: list[dict] = []
-
-        class Timed(SFTTrainer):
-            def training_step(self, model, inputs, num_items_in_batch=None):
-                loss = super().training_step(model, inputs, num_items_in_batch)
-                log.append({"time_s": time.perf_counter() - started, "tokens": int(inputs["input_ids"].numel())})
-                return loss
-
         args = SFTConfig(
-            output_dir=tempfile.mkdtemp(),
-            per_device_train_batch_size=BATCH,
-            max_steps=steps,
-            learning_rate=LR,
-            lr_scheduler_type="linear",
-            warmup_steps=0,
-            weight_decay=0.0,
-            max_grad_norm=1.0,
-            optim="adamw_torch",
-            logging_steps=1,
-            save_strategy="no",
-            report_to="none",
-            seed=SEED,
-            data_seed=SEED,
-            use_cpu=True,
-            disable_tqdm=True,
+            **trainer_arguments(steps),
             padding_free=True,
             max_length=None,  # codepeft's encoding truncated already; TRL refuses max_length when padding-free
             bf16=False,
         )
-        trainer = Timed(model=net, args=args, train_dataset=train_data, processing_class=tok)
-        started = time.perf_counter()
-        trainer.train()
-    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+        run = timed_training(
+            SFTTrainer, lambda inputs: int(inputs["input_ids"].numel()),  # one row, no padding
+            model=net, args=args, train_dataset=train_data, processing_class=tok,
+        )  # fmt: skip
     return {
-        "losses": losses,
-        "time_s": [s["time_s"] for s in log],
-        "tokens": [s["tokens"] for s in log],
+        **run,
         "peak_rss": rss.above_start,
     }
 
@@ -163,94 +139,31 @@ def worker_trl(model: str, steps: int) -> dict:
 def worker_codepeft(model: str, steps: int, method: str = "lora") -> dict:
     import torch
 
-    from codepeft import train
     from codepeft.models.loading import resolve_name
 
     torch.set_num_threads(os.cpu_count() or 1)
     resolve_name(model)  # built on first use: not part of training's memory
     peak = matmul_peak()
-    with PeakRss() as rss, tempfile.TemporaryDirectory() as tmp:
-        result = train(_config(model, steps, method), Path(tmp) / "run")
-        rows = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
-        info = json.loads((result.run_dir / "run.json").read_text())
-    rows = [r for r in rows if "loss" in r]
-    return {
-        "losses": [r["loss"] for r in rows],
-        "time_s": [r["time_s"] for r in rows],
-        "train_tokens": result.cost["train_tokens"],
-        "train_target_tokens": result.cost["train_target_tokens"],
-        "peak_rss": rss.above_start,
-        "peak_flops": max(peak, matmul_peak()),
-        "logits": info["data"]["logits"],
-        "precision": info["precision"],
-    }
+    with PeakRss() as rss:
+        run = codepeft_run(_config(model, steps, method))
+    return {**run, "peak_rss": rss.above_start, "peak_flops": max(peak, matmul_peak())}
 
 
 def worker_profile(model: str, method: str) -> dict:
     """Where one training step's time goes on `model` (torch.profiler, self CPU time by
     operator), and how fast its matrix products run on their own against the peak."""
-    import torch
-    from torch.profiler import ProfilerActivity, profile
-
-    from codepeft.data import Collator, build_datasets
-    from codepeft.methods import ApplyContext, get_method
-    from codepeft.models.loading import load_model, resolve_name
-    from codepeft.training.dropout import fast_dropout_enabled
-    from codepeft.training.trainer import logits_at_targets
-    from codepeft.training.varlen import varlen_attention_enabled
-
-    config = _config(model, 3, method)
-    net, tok = load_model(config.model.model_copy(update={"name_or_path": resolve_name(model)}))
-    m = get_method(method)
-    net = m.apply(net, m.options({}), ApplyContext(total_steps=3))
-    net.config.use_cache = False
-    net.train()
-    data, _ = build_datasets(config.data, tok, False, config.seed)
-    batch = Collator(tok.pad_token_id, flatten=True, boundaries=True)([data[i] for i in range(BATCH)])
-    batch.pop("num_tokens")
-    batch = logits_at_targets(batch)
-    opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=LR)
-
-    def step():
-        net(**batch).loss.backward()
-        opt.step()
-        opt.zero_grad()
-
-    with varlen_attention_enabled(net), fast_dropout_enabled(net):
-        step()
-        peak = matmul_peak()
-        with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
-            for _ in range(3):
-                step()
-        peak = max(peak, matmul_peak())
-    events = prof.key_averages()
-    total = sum(e.self_cpu_time_total for e in events)
-    matmuls = [e for e in events if e.key in ("aten::mm", "aten::addmm", "aten::bmm")]
-    matmul_us = sum(e.self_cpu_time_total for e in matmuls)
-    top = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:8]
-    return {
-        "top": [{"op": e.key, "share": e.self_cpu_time_total / total} for e in top],
-        "matmul_share": matmul_us / total,
-        "matmul_efficiency": sum(e.flops for e in matmuls) / (matmul_us * 1e-6) / peak,
-    }
+    return profile_first_batch(_config(model, 3, method), model, method)
 
 
 def flops_per_token(model: str, method: str) -> tuple[float, float, dict]:
     """(training FLOPs per token of the body, of the output head; the model's dims)."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoConfig
 
     from codepeft.models.loading import resolve_name
 
-    cfg = AutoConfig.from_pretrained(resolve_name(model))
-    with torch.device("meta"):
-        net = AutoModelForCausalLM.from_config(cfg)
-    head = net.get_output_embeddings()
-    linear = [m for m in net.modules() if isinstance(m, torch.nn.Linear) or type(m).__name__ == "Conv1D"]
-    body = sum(m.weight.numel() for m in linear if m is not head)
-    factor = 6.0 if method == "full" else 4.0
-    dims = {"layers": cfg.get_text_config().num_hidden_layers, "width": cfg.get_text_config().hidden_size}
-    return factor * body, factor * head.weight.numel(), dims
+    body, head, _ = model_flops_per_token(method, model)
+    text = AutoConfig.from_pretrained(resolve_name(model)).get_text_config()
+    return body, head, {"layers": text.num_hidden_layers, "width": text.hidden_size}
 
 
 def mfu(model: str, method: str, run: dict, mean_len: float) -> dict:
