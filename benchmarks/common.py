@@ -61,6 +61,49 @@ def in_fresh_process(script: Path, *args: str, timeout: float = 3600) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+class PeakRss:
+    """This process's peak resident set above its value at `start()`, sampled every 5 ms by a
+    thread (the measurement inside a worker; PEAK_SAMPLER below is the same for `python -c`)."""
+
+    def __init__(self):
+        import psutil
+
+        self.proc = psutil.Process()
+        self.start_rss = self.peak = 0
+        self.running = False
+
+    def start(self) -> PeakRss:
+        import threading
+
+        self.start_rss = self.peak = self.proc.memory_info().rss
+        self.running = True
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+        return self
+
+    def _sample(self):
+        while self.running:
+            self.peak = max(self.peak, self.proc.memory_info().rss)
+            time.sleep(0.005)
+
+    def stop(self) -> int:
+        """Stop sampling; the peak above the start, in bytes."""
+        self.running = False
+        self.thread.join()
+        self.peak = max(self.peak, self.proc.memory_info().rss)
+        return self.above_start
+
+    @property
+    def above_start(self) -> int:
+        return self.peak - self.start_rss
+
+    def __enter__(self) -> PeakRss:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
 # Prologue of a peak-memory measurement run with `python -c`: samples RSS every 5 ms into
 # peak[0]; `start_sampling()` records the RSS before the measured work and starts the sampler.
 PEAK_SAMPLER = r"""

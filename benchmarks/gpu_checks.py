@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, finish, in_fresh_process, machine, markdown_table, run_worker  # noqa: E402
+from common import ROOT, PeakRss, finish, in_fresh_process, machine, markdown_table, run_worker  # noqa: E402
 
 METHODS = ["full", "lora", "qlora", "ia3", "ptuning", "prompt", "prefix", "adapter_houlsby", "adapter_pfeiffer",
            "adapter_parallel"]  # fmt: skip
@@ -53,7 +53,7 @@ def worker_train(path: str, method: str, device: str, dtype: str, batch: int, se
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=torch_dtype,
         )  # fmt: skip
-    rss = _PeakRss() if device == "cpu" else None
+    rss = PeakRss().start() if device == "cpu" else None  # the dry run's yardstick
     model = AutoModelForCausalLM.from_pretrained(path, device_map={"": device}, **kwargs)
     model = m.apply(model, options, ApplyContext(quantized=m.requires_quantization, tokenizer_path=path))
     for p in model.parameters():
@@ -77,31 +77,6 @@ def worker_train(path: str, method: str, device: str, dtype: str, batch: int, se
         times.append(time.perf_counter() - started)
     peak = torch.cuda.max_memory_allocated() if device == "cuda" else rss.stop()
     return {"peak_bytes": peak, "tokens_per_s": batch * seq / min(times[1:]), "loss": float(loss)}
-
-
-class _PeakRss:
-    """The dry run's yardstick: peak resident set above its value at the start (CUDA: max allocated)."""
-
-    def __init__(self):
-        import threading
-
-        import psutil
-
-        self.proc = psutil.Process()
-        self.start = self.peak = self.proc.memory_info().rss
-        self.running = True
-        self.thread = threading.Thread(target=self._sample, daemon=True)
-        self.thread.start()
-
-    def _sample(self):
-        while self.running:
-            self.peak = max(self.peak, self.proc.memory_info().rss)
-            time.sleep(0.005)
-
-    def stop(self) -> int:
-        self.running = False
-        self.thread.join()
-        return self.peak - self.start
 
 
 def training(path: str, device: str, cfg: dict) -> list[dict]:
@@ -233,6 +208,15 @@ def section(result: dict) -> str:
     else:
         lines.append(f"Greedy HumanEval: HF backend {g['hf_tokens_per_s']:,.0f} tokens/s; vLLM {g['vllm']}.")
     return "\n".join(lines) + "\n"
+
+
+def read_section(results_md: Path) -> str | None:
+    """RESULTS.md's GPU section as `write_section` wrote it, or None."""
+    text = results_md.read_text() if results_md.is_file() else ""
+    if MARK not in text:
+        return None
+    body = text.split(MARK, 1)[1].split("\n## ", 2)
+    return MARK + "\n## ".join(body[:2]).rstrip("\n") + "\n"
 
 
 def write_section(results_md: Path, text: str) -> None:

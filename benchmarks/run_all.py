@@ -209,16 +209,6 @@ def report(results: dict) -> str:
     return "\n".join(lines)
 
 
-def _gpu_section(results_md: Path) -> str | None:
-    from gpu_checks import MARK
-
-    text = results_md.read_text() if results_md.is_file() else ""
-    if MARK not in text:
-        return None
-    body = text.split(MARK, 1)[1].split("\n## ", 2)
-    return MARK + "\n## ".join(body[:2]).rstrip("\n") + "\n"
-
-
 def _round_two_rows(results: dict) -> list[list]:
     """Summary rows of the comparisons with today's best tools on SmolLM2-135M."""
     rows = []
@@ -353,11 +343,11 @@ def main() -> None:
     text = report(results) + ("\n## Failed\n\n" + "\n".join(failed) + "\n" if failed else "")
     if args.notes.is_file():
         text += "\n" + args.notes.read_text()
-    gpu = _gpu_section(args.results)
-    args.results.write_text(text)
-    if gpu:  # written by benchmarks/gpu.sh on a GPU machine: kept until it runs again
-        from gpu_checks import write_section
+    from gpu_checks import read_section, write_section
 
+    gpu = read_section(args.results)  # written by benchmarks/gpu.sh on a GPU machine: kept until it runs again
+    args.results.write_text(text)
+    if gpu:
         write_section(args.results, gpu)
     if not args.render:
         args.results.with_suffix(".json").write_text(json.dumps(results, indent=1))

@@ -33,12 +33,10 @@ import argparse
 import json
 import os
 import sys
-import threading
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import finish, in_fresh_process, machine, run_worker  # noqa: E402
+from common import PeakRss, finish, in_fresh_process, machine, run_worker  # noqa: E402
 from train_throughput import (  # noqa: E402
     BATCH,
     attention_flops,
@@ -76,32 +74,6 @@ def _config(model: str, steps: int, method: str = "lora"):
             *train_overrides(steps),
         ],
     )
-
-
-class PeakRss:
-    """The process's peak resident set above its value when started."""
-
-    def __init__(self):
-        import psutil
-
-        self.proc, self.peak, self.start = psutil.Process(), 0, 0
-
-    def __enter__(self):
-        self.start = self.peak = self.proc.memory_info().rss
-        threading.Thread(target=self._sample, daemon=True).start()
-        return self
-
-    def _sample(self):
-        while True:
-            self.peak = max(self.peak, self.proc.memory_info().rss)
-            time.sleep(0.005)
-
-    def __exit__(self, *exc):
-        time.sleep(0.02)
-
-    @property
-    def above_start(self) -> int:
-        return self.peak - self.start
 
 
 def worker_trl(model: str, steps: int) -> dict:

@@ -75,7 +75,9 @@ def _worker(proc: subprocess.Popen) -> bool:
 
 
 def _cmdline(p: psutil.Process) -> str:
-    try:  # a short-lived child (a toolchain probe) may have ended or be a zombie by now
+    """The command line of a live process; "" once it has ended or is a zombie (a short-lived child,
+    such as a toolchain probe, may be either by now)."""
+    try:
         return " ".join(p.cmdline())
     except (psutil.NoSuchProcess, psutil.ZombieProcess):
         return ""
@@ -107,14 +109,7 @@ def _wait_for(moment: str, root: Path, proc: subprocess.Popen) -> None:
 
 
 def _alive(procs: list[psutil.Process]) -> list[str]:
-    out = []
-    for p in procs:
-        try:
-            if p.status() != psutil.STATUS_ZOMBIE:
-                out.append(f"{p.pid} {' '.join(p.cmdline())[:120]}")
-        except psutil.NoSuchProcess:
-            continue
-    return out
+    return [f"{p.pid} {line[:120]}" for p in procs if (line := _cmdline(p))]
 
 
 def _gone_within(procs: list[psutil.Process], seconds: float) -> list[str]:

@@ -586,7 +586,7 @@ def estimate(
         "[bold]total[/]", f"[bold]{plain.peak_bytes / GB:.3f}[/]", f"[bold]{checkpointed.peak_bytes / GB:.3f}[/]"
     )
     console.print(table)
-    if device == "cpu" and (quantization or method == "qlora"):
+    if device == "cpu" and (quantization not in (None, "none") or method == "qlora"):
         console.print(
             "on CPU, bitsandbytes' backend keeps the base in the compute dtype beside the quantised copy "
             "(measured), so a quantised base saves no memory there; the estimate counts both"
