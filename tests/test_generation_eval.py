@@ -48,6 +48,42 @@ def test_sampling_gives_n_seeded_samples_and_stops_per_sequence(tiny_model):
         assert all("e" not in s and "a" not in s for s in samples)
 
 
+def test_a_prompts_samples_do_not_depend_on_its_batch(tiny_model, monkeypatch):
+    """Each row samples from its own random stream (codepeft.generation.sampling): the same prompt
+    gets the same samples alone, in a batch with others, in another order, with rows dropped as
+    they finish, and through transformers' one-call path (virtual-token methods)."""
+    model, tok = _load(tiny_model, "llama")
+    backend = HFBackend(model, tok)
+    settings = GenerationSettings(n=3, temperature=0.8, top_p=0.9, max_new_tokens=10, batch_size=9, seed=5)
+    together = backend.generate(PROMPTS, settings, progress=False)
+    alone = [backend.generate([p], settings, progress=False)[0] for p in PROMPTS]
+    reordered = backend.generate(PROMPTS[::-1], settings, progress=False)[::-1]
+    assert together == alone == reordered
+    monkeypatch.setattr(HFBackend, "CHUNK", 3)
+    assert backend.generate(PROMPTS, settings, progress=False) == together
+    monkeypatch.setattr(HFBackend, "compacting", property(lambda self: False))
+    assert backend.generate(PROMPTS, settings, progress=False) == together
+    other_seed = backend.generate(PROMPTS, GenerationSettings(**{**settings.__dict__, "seed": 6}), progress=False)
+    assert other_seed != together
+
+
+def test_seeded_sampling_draws_from_the_tempered_top_p_distribution():
+    """The Gumbel-max draw is a sample of softmax(logits / T) restricted to the top-p set."""
+    from codepeft.generation.sampling import SeededSampling
+
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0, -8.0]])
+    probs = torch.softmax(logits / 0.7, dim=-1)[0]
+    keep = probs >= probs[1]  # top_p=0.9 keeps the two most likely tokens
+    assert probs[:1].sum() < 0.9 <= probs[:2].sum()
+    expected = torch.where(keep, probs, 0.0) / probs[keep].sum()
+    counts = torch.zeros(5)
+    for seed in range(4000):
+        sampler = SeededSampling(0.7, 0.9, [seed])
+        counts[sampler(torch.zeros(1, 4, dtype=torch.long), logits.clone()).argmax()] += 1
+    assert counts[2:].sum() == 0
+    assert torch.allclose(counts / counts.sum(), expected, atol=0.03)
+
+
 def test_eval_scores_a_tuned_prompt_learning_run(tmp_path, tiny_model, train_file):
     from codepeft import load_config, train
     from codepeft.evaluation import evaluate

@@ -3,8 +3,10 @@
 `HFBackend` batches prompts with left padding (decoder-only) and the KV cache, samples `n`
 completions per prompt, and stops each sequence at its own stop string (transformers'
 StopStringCriteria marks a finished row done; the batch ends when every row is done, so
-prompts are sorted by length to keep batches even). `VLLMBackend` serves base models and LoRA
-adapters where a GPU and the `vllm` package are present.
+prompts are sorted by length to keep batches even). It samples with a random stream per row
+(codepeft.generation.sampling), so a prompt's samples do not depend on its batch, and runs rows
+of several LoRA adapters of one base in one batch (codepeft.generation.together).
+`VLLMBackend` serves base models and LoRA adapters where a GPU and the `vllm` package are present.
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ from dataclasses import dataclass, field
 
 import torch
 from tqdm.auto import tqdm
+from transformers import LogitsProcessorList
 
 from codepeft.errors import CodepeftError
 from codepeft.families import MethodFamily
+from codepeft.generation.sampling import SeededSampling, row_seed
 from codepeft.models.loading import context_limit
 
 
@@ -85,20 +89,27 @@ class HFBackend(GenerationBackend):
         # cross-attention cache: both generate in one call (finished rows then ride along as padding).
         return not self.encoder_decoder and self.virtual_tokens == 0
 
-    def _generate_compacting(self, enc: dict, kwargs: dict, stop: list[str]) -> list[str]:
+    def _generate_compacting(self, enc: dict, kwargs: dict, stop: list[str], adapters: list[str] | None) -> list[str]:
         """Generate in chunks of CHUNK tokens and drop finished rows (and their KV cache) between
         chunks, so a finished sample stops costing compute."""
         tok = self.tokenizer
         n = kwargs.pop("num_return_sequences")
         total = kwargs.pop("max_new_tokens")
+        sampler = next(iter(kwargs.get("logits_processor") or []), None)
         ids = enc["input_ids"].repeat_interleave(n, dim=0)
         mask = enc["attention_mask"].repeat_interleave(n, dim=0)
+        row_adapters = [a for a in adapters for _ in range(n)] if adapters else None
         start = ids.shape[1]
         rows = list(range(ids.shape[0]))
+        seeds = list(sampler.seeds) if sampler is not None else []
         texts: list[str] = [""] * len(rows)
         cache, produced = None, 0
         while rows and produced < total:
             step = min(self.CHUNK, total - produced)
+            if sampler is not None:
+                sampler.seeds = [seeds[r] for r in rows]
+            if row_adapters is not None:
+                kwargs["adapter_names"] = [row_adapters[r] for r in rows]
             out = self.model.generate(
                 input_ids=ids,
                 attention_mask=mask,
@@ -139,59 +150,85 @@ class HFBackend(GenerationBackend):
             )
         return budget
 
+    def batches(self, prompts: list[str], settings: GenerationSettings) -> list[list[int]]:
+        """Indices of the prompts each batch generates for: sorted by length, so a batch's rows end
+        close together; the n samples of one prompt share a batch of batch_size // n prompts."""
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        per_batch = max(1, settings.batch_size // settings.n) if not settings.greedy else settings.batch_size
+        return [order[i : i + per_batch] for i in range(0, len(order), per_batch)]
+
+    def truncated(self, prompts: list[str], settings: GenerationSettings) -> int:
+        """How many of these prompts are cut on the left to fit the context beside the answer."""
+        budget = self.prompt_budget(settings.max_new_tokens)
+        if budget is None:
+            return 0
+        return sum(len(ids) > budget for ids in self.tokenizer(prompts, add_special_tokens=True)["input_ids"])
+
     def generate(self, prompts: list[str], settings: GenerationSettings, progress: bool = True) -> list[list[str]]:
         """n completions (prompt text excluded, cut at the first stop string) for every prompt."""
+        results: list[list[str]] = [[] for _ in prompts]
+        batches = self.batches(prompts, settings)
+        for idx in tqdm(batches, desc="generating", unit="batch", disable=not progress):
+            texts_in = [prompts[i] for i in idx]
+            self.truncated_prompts += self.truncated(texts_in, settings)
+            for i, samples in zip(idx, self.generate_batch(texts_in, settings), strict=True):
+                results[i] = samples
+        return results
+
+    def generate_batch(
+        self, texts_in: list[str], settings: GenerationSettings, adapters: list[str] | None = None
+    ) -> list[list[str]]:
+        """n completions for each prompt of one batch. `adapters` names the peft adapter of each
+        prompt ("__base__": none), for peft's mixed-batch inference (LoRA adapters of one base)."""
         tok = self.tokenizer
         tok.padding_side = "left"
         if tok.pad_token is None:
             tok.pad_token = tok.eos_token
-        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-        # n samples of one prompt share a batch: a batch holds batch_size // n prompts (at least one).
-        per_batch = max(1, settings.batch_size // settings.n) if not settings.greedy else settings.batch_size
-        results: list[list[str]] = [[] for _ in prompts]
+        budget = self.prompt_budget(settings.max_new_tokens)
         device = next(self.model.parameters()).device
-        batches = [order[i : i + per_batch] for i in range(0, len(order), per_batch)]
-        for b, idx in enumerate(tqdm(batches, desc="generating", unit="batch", disable=not progress)):
-            budget = self.prompt_budget(settings.max_new_tokens)
-            texts_in = [prompts[i] for i in idx]
-            if budget is not None:
-                lengths = [len(ids) for ids in tok(texts_in, add_special_tokens=True)["input_ids"]]
-                self.truncated_prompts += sum(n > budget for n in lengths)
-            tok.truncation_side = "left"  # keep the end of the prompt: that is what gets continued
-            enc = tok(
-                texts_in,
-                return_tensors="pt",
-                padding=True,
-                add_special_tokens=True,
-                truncation=budget is not None,
-                max_length=budget,
+        tok.truncation_side = "left"  # keep the end of the prompt: that is what gets continued
+        enc = tok(
+            texts_in,
+            return_tensors="pt",
+            padding=True,
+            add_special_tokens=True,
+            truncation=budget is not None,
+            max_length=budget,
+        )
+        enc = {k: v.to(device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+        per_prompt = 1 if settings.greedy else settings.n
+        kwargs = dict(
+            max_new_tokens=settings.max_new_tokens,
+            num_return_sequences=per_prompt,
+            do_sample=False,
+            pad_token_id=tok.pad_token_id,
+            eos_token_id=tok.eos_token_id,
+        )
+        if not settings.greedy:  # each row its own random stream (codepeft.generation.sampling)
+            seeds = [row_seed(settings.seed, text, s) for text in texts_in for s in range(per_prompt)]
+            kwargs["logits_processor"] = LogitsProcessorList(
+                [SeededSampling(settings.temperature, settings.top_p, seeds)]
             )
-            enc = {k: v.to(device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
-            kwargs = dict(
-                max_new_tokens=settings.max_new_tokens,
-                num_return_sequences=1 if settings.greedy else settings.n,
-                do_sample=not settings.greedy,
-                pad_token_id=tok.pad_token_id,
-                eos_token_id=tok.eos_token_id,
-            )
-            if not settings.greedy:
-                kwargs.update(temperature=settings.temperature, top_p=settings.top_p)
-            if settings.stop:
-                kwargs.update(stop_strings=settings.stop, tokenizer=tok)
-            torch.manual_seed(settings.seed + b)
-            with torch.no_grad():
-                if self.compacting:
-                    texts = self._generate_compacting(enc, kwargs, settings.stop)
-                else:
-                    out = self.model.generate(**enc, **kwargs)
-                    new = out if self.encoder_decoder else out[:, enc["input_ids"].shape[1] :]
-                    texts = tok.batch_decode(new, skip_special_tokens=True)
-            per_prompt = 1 if settings.greedy else settings.n
-            for j, i in enumerate(idx):
-                samples = texts[j * per_prompt : (j + 1) * per_prompt]
-                if settings.greedy:
-                    samples = samples * settings.n  # greedy samples are identical: decode once
-                results[i] = [truncate_at_stop(s, settings.stop) for s in samples]
+        if settings.stop:
+            kwargs.update(stop_strings=settings.stop, tokenizer=tok)
+        with torch.no_grad():
+            if self.compacting:
+                texts = self._generate_compacting(enc, kwargs, settings.stop, adapters)
+            else:
+                if adapters is not None:
+                    raise CodepeftError("mixed-adapter batches need a model that generates without virtual tokens")
+                # rows expanded here: transformers' greedy search takes no num_return_sequences
+                kwargs["num_return_sequences"] = 1
+                enc = {k: v.repeat_interleave(per_prompt, dim=0) for k, v in enc.items()}
+                out = self.model.generate(**enc, **kwargs)
+                new = out if self.encoder_decoder else out[:, enc["input_ids"].shape[1] :]
+                texts = tok.batch_decode(new, skip_special_tokens=True)
+        results = []
+        for j in range(len(texts_in)):
+            samples = texts[j * per_prompt : (j + 1) * per_prompt]
+            if settings.greedy:
+                samples = samples * settings.n  # greedy samples are identical: decode once
+            results.append([truncate_at_stop(s, settings.stop) for s in samples])
         return results
 
 

@@ -1,0 +1,53 @@
+"""Sampling whose every row has its own random stream, so a sample does not depend on the batch.
+
+transformers' sampler draws one `torch.multinomial` over the whole batch: which completion a
+row gets depends on which other rows share its batch, how many there are, and in what order.
+codepeft batches the same prompts differently on purpose (finished rows are dropped, several
+adapters share one batch, `batch_size` is a speed setting), so it samples with the Gumbel-max
+trick instead: row r at step t adds Gumbel noise drawn from a generator seeded by (the row's
+seed, t) to its tempered, top-p-filtered logits and takes the arg-max, a draw from exactly the
+distribution transformers samples from. A row's seed comes from the evaluation's seed, the
+prompt text and the sample's index, so the same prompt gets the same samples in any batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import torch
+from transformers import LogitsProcessor, TemperatureLogitsWarper, TopPLogitsWarper
+
+
+def row_seed(seed: int, prompt: str, sample: int) -> int:
+    """The random stream of one sample of one prompt (stable across processes and versions)."""
+    digest = hashlib.sha256(f"{seed}\0{sample}\0{prompt}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+class SeededSampling(LogitsProcessor):
+    """Turns greedy decoding into sampling at `temperature` / `top_p`, row by row (see above).
+    `seeds` follows the rows of the batch; whoever drops rows between calls updates it."""
+
+    def __init__(self, temperature: float, top_p: float, seeds: list[int]):
+        self.warpers = [TemperatureLogitsWarper(temperature)]
+        if top_p < 1.0:
+            self.warpers.append(TopPLogitsWarper(top_p))
+        self.seeds = list(seeds)
+        self.start: int | None = None  # the prompt's width: steps count from there
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self.start is None:
+            self.start = input_ids.shape[1]
+        step = input_ids.shape[1] - self.start
+        scores = scores.float()
+        for warper in self.warpers:
+            scores = warper(input_ids, scores)
+        if len(self.seeds) != scores.shape[0]:
+            raise RuntimeError(f"{len(self.seeds)} sampling seeds for a batch of {scores.shape[0]} rows")
+        generator = torch.Generator(device="cpu")
+        noise = torch.empty_like(scores, device="cpu")
+        for row, seed in enumerate(self.seeds):
+            generator.manual_seed((seed + step * 0x9E3779B97F4A7C15) % (1 << 63))
+            noise[row].uniform_(generator=generator)
+        gumbel = -torch.log(-torch.log(noise.clamp_(min=1e-20, max=1.0 - 1e-7)))
+        return scores + gumbel.to(scores.device)
