@@ -213,3 +213,43 @@ def test_cells_can_train_under_accelerate_launch(tmp_path, tiny_model):
     assert info["status"] == "completed" and (run_dir / "adapter").is_dir()
     assert (run_dir.parent / "run_config.yaml").is_file()
     assert _rows(tmp_path / "study", "runs")[0]["steps"] == 4
+
+
+def test_cells_evaluated_together_score_as_cells_evaluated_alone(tmp_path, tiny_model):
+    """`eval.together` (the default): zero-shot, ICL and two LoRA cells of one base are evaluated by
+    one worker in shared batches, (IA)3 one at a time beside them; every task result equals the
+    one a worker per cell writes (`eval.together: false`)."""
+    sampled = {
+        "tasks": ["stdlib-instruct-loss", "humaneval"],
+        "limit": 2,
+        "max_new_tokens": 8,
+        "n": 2,
+        "k": [1, 2],
+        "temperature": 0.8,
+    }
+    methods = [
+        {"name": "zero-shot"},
+        {"name": "icl", "shots": 1, "seeds": 1},
+        {"name": "lora", "init_lora_weights": False},
+        {"name": "lora", "label": "lora-r4", "r": 4, "init_lora_weights": False},
+        {"name": "ia3"},
+    ]
+    results = {}
+    for together in (True, False):
+        config = _config(tmp_path / str(together), tiny_model, methods=methods, eval={**sampled, "together": together})
+        config["models"] = config["models"][1:]  # llama
+        (tmp_path / str(together)).mkdir()
+        assert _study(_write(tmp_path / str(together), config)).exit_code == 0
+        study = tmp_path / str(together) / "study"
+        logs = list((study / "logs").glob("together-*.log")) if (study / "logs").is_dir() else []
+        assert len(logs) == (1 if together else 0)
+        results[together] = {
+            (cell.name, f.name): {
+                k: v for k, v in json.loads(f.read_text().replace(str(study), "STUDY")).items() if k != "seconds"
+            }
+            for cell in (study / "cells").iterdir()
+            if cell.is_dir()
+            for f in (cell / "eval").glob("*.json")
+        }
+    assert len(results[True]) == 10  # five cells x two tasks
+    assert results[True] == results[False]

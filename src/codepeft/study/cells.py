@@ -75,7 +75,7 @@ def _spec(config, model, method, dataset, seed, trains, cell_dir: Path) -> dict:
         "cell_dir": str(cell_dir),
         "trains": trains,
         "tasks": tasks,
-        "eval": config.eval.model_dump(mode="json", exclude={"tasks", "isolation"}),
+        "eval": config.eval.model_dump(mode="json", exclude={"tasks", "isolation", "together"}),
         "isolation": config.eval.isolation,  # resolved by the study before its first cell
         "model": model_spec,
     }
@@ -123,10 +123,7 @@ def run_cell(spec: dict, log: bool = False, study: dict | None = None) -> dict:
     except BaseException as err:  # noqa: BLE001 - a failing cell is recorded, the study goes on
         if isinstance(err, KeyboardInterrupt):
             raise
-        from codepeft.errors import CodepeftError
-
-        detail = str(err) if isinstance(err, CodepeftError) else traceback.format_exc(limit=8)
-        return {"error": f"{type(err).__name__}: {detail}"}
+        return _error(err)
 
 
 def _forget_if_changed(cell_dir: Path, spec: dict) -> None:
@@ -155,44 +152,14 @@ def _log_to(path: Path) -> None:
 
 
 def _run(spec: dict) -> dict:
-    from codepeft.config import parse_config
-    from codepeft.generation import GenerationSettings
-    from codepeft.training import train
-
-    cell_dir = Path(spec["cell_dir"])
-    cell_dir.mkdir(parents=True, exist_ok=True)
-    _forget_if_changed(cell_dir, spec)
-    result: dict = {}
-    target = spec["model"]["name_or_path"]
-    if spec["trains"]:
-        run_dir = cell_dir / "run"
-        config = parse_config(spec["run_config"], f"cell {cell_dir.name}")
-        info_path = run_dir / "run.json"
-        status = json.loads(info_path.read_text()).get("status") if info_path.is_file() else None
-        if status != "completed":  # a run cut short resumes from its last checkpoint
-            if "accelerate" in spec:
-                _launch(spec, cell_dir, run_dir, resume=status is not None)
-            else:
-                train(config, run_dir, resume=status is not None, run_name=spec.get("label"))
-        result["run"], result["cost"], result["curves"] = _run_facts(run_dir)
-        target = str(run_dir)
-    e = spec["eval"]
-    settings = GenerationSettings(
-        n=e["n"],
-        temperature=e["temperature"],
-        top_p=e["top_p"],
-        max_new_tokens=e["max_new_tokens"],
-        batch_size=e["batch_size"],
-        seed=spec.get("run_config", {}).get("seed", 0),
-    )
-    baseline = spec.get("baseline") or {}
-    eval_dir = cell_dir / "eval"
-    limits = {t: e.get("limits", {}).get(t, e["limit"]) for t in spec["tasks"]}
-    done = _finished_tasks(eval_dir, spec["tasks"], settings, limits, baseline)
-    todo = [t for t in spec["tasks"] if t not in done]
+    result, target = _train(spec)
+    if spec.get("evaluate") is False:  # evaluated later, with its group (codepeft.study.together)
+        return {"trained": True}
+    settings, done, todo = _evaluation_state(spec)
     if todo:
         from codepeft.evaluation import evaluate
 
+        e, baseline = spec["eval"], spec.get("baseline") or {}
         done.update(
             evaluate(
                 target,
@@ -201,7 +168,7 @@ def _run(spec: dict) -> dict:
                 e["k"],
                 limit=e["limit"],
                 limits=e.get("limits"),
-                output_dir=eval_dir,
+                output_dir=Path(spec["cell_dir"]) / "eval",
                 prompt_format=e["prompt_format"],
                 workers=e["sandbox_workers"],
                 device=spec["model"]["device"],
@@ -211,9 +178,130 @@ def _run(spec: dict) -> dict:
                 isolation=spec.get("isolation", "auto"),
             )
         )
+    return _with_scores(spec, result, done)
+
+
+def run_cells_together(specs: list[dict], log: str | None = None) -> dict:
+    """Evaluate a group of trained cells in this process (codepeft.evaluation_together); returns
+    {"cells": {cell_id: result}} with each cell's result as `run_cell` gives it. A cell whose
+    directory another process holds is left for a later run; one cell's error is its own."""
+    import contextlib
+
+    from codepeft.study.lifetime import Busy, DirLock
+
+    if log:
+        _log_to(Path(log))
+    results: dict[str, dict] = {}
+    with contextlib.ExitStack() as stack:
+        ready = []
+        for spec in specs:
+            try:
+                stack.enter_context(DirLock(spec["cell_dir"], "cell", wait_s=CELL_LOCK_WAIT_S))
+            except Busy as err:
+                results[spec["cell_id"]] = {"busy": f"{err}; the cell is left for a later run"}
+                continue
+            try:
+                result, target = _train(spec)  # done by its own worker: reads the run's facts
+                ready.append((spec, result, target, *_evaluation_state(spec)))
+            except Exception as err:  # noqa: BLE001
+                results[spec["cell_id"]] = _error(err)
+        pending = [r for r in ready if r[5]]
+        if pending:
+            from codepeft.evaluation_together import Target, evaluate_together
+
+            e = pending[0][0]["eval"]
+            targets = [
+                Target(
+                    target,
+                    Path(spec["cell_dir"]) / "eval",
+                    settings,
+                    (spec.get("baseline") or {}).get("name"),
+                    (spec.get("baseline") or {}).get("options"),
+                )
+                for spec, _, target, settings, _, _ in pending
+            ]
+            outcomes = evaluate_together(
+                targets,
+                pending[0][0]["tasks"],
+                e["k"],
+                limit=e["limit"],
+                limits=e.get("limits"),
+                prompt_format=e["prompt_format"],
+                workers=e["sandbox_workers"],
+                device=pending[0][0]["model"]["device"],
+                task_data=e["task_data"],
+                isolation=pending[0][0].get("isolation", "auto"),
+            )
+            for (spec, _, _, _, done, _), outcome in zip(pending, outcomes, strict=True):
+                if isinstance(outcome, Exception):
+                    results[spec["cell_id"]] = _error(outcome)
+                else:
+                    done.update(outcome)
+        for spec, result, _, _, done, _ in ready:
+            if spec["cell_id"] not in results:
+                try:
+                    results[spec["cell_id"]] = _with_scores(spec, result, done)
+                except Exception as err:  # noqa: BLE001
+                    results[spec["cell_id"]] = _error(err)
+    return {"cells": results}
+
+
+def _error(err: BaseException) -> dict:
+    from codepeft.errors import CodepeftError
+
+    detail = str(err) if isinstance(err, CodepeftError) else "".join(traceback.format_exception(err, limit=8))
+    return {"error": f"{type(err).__name__}: {detail}"}
+
+
+def _train(spec: dict) -> tuple[dict, str]:
+    """Train the cell unless its run is complete (a run cut short resumes from its checkpoint);
+    returns (the run's facts for the store, what to evaluate: the run directory or the model)."""
+    from codepeft.config import parse_config
+    from codepeft.training import train
+
+    cell_dir = Path(spec["cell_dir"])
+    cell_dir.mkdir(parents=True, exist_ok=True)
+    _forget_if_changed(cell_dir, spec)
+    result: dict = {}
+    if not spec["trains"]:
+        return result, spec["model"]["name_or_path"]
+    run_dir = cell_dir / "run"
+    config = parse_config(spec["run_config"], f"cell {cell_dir.name}")
+    info_path = run_dir / "run.json"
+    status = json.loads(info_path.read_text()).get("status") if info_path.is_file() else None
+    if status != "completed":
+        if "accelerate" in spec:
+            _launch(spec, cell_dir, run_dir, resume=status is not None)
+        else:
+            train(config, run_dir, resume=status is not None, run_name=spec.get("label"))
+    result["run"], result["cost"], result["curves"] = _run_facts(run_dir)
+    return result, str(run_dir)
+
+
+def _evaluation_state(spec: dict):
+    """(generation settings, task results already on disk, tasks still to evaluate)."""
+    from codepeft.generation import GenerationSettings
+
+    e = spec["eval"]
+    settings = GenerationSettings(
+        n=e["n"],
+        temperature=e["temperature"],
+        top_p=e["top_p"],
+        max_new_tokens=e["max_new_tokens"],
+        batch_size=e["batch_size"],
+        seed=spec.get("run_config", {}).get("seed", 0),
+    )
+    limits = {t: e.get("limits", {}).get(t, e["limit"]) for t in spec["tasks"]}
+    done = _finished_tasks(Path(spec["cell_dir"]) / "eval", spec["tasks"], settings, limits, spec.get("baseline") or {})
+    return settings, done, [t for t in spec["tasks"] if t not in done]
+
+
+def _with_scores(spec: dict, result: dict, done: dict) -> dict:
+    """The cell's result for the store: run facts with every task's scores and evaluation time."""
     from codepeft.study.store import flatten_scores
     from codepeft.tasks import get_task
 
+    e = spec["eval"]
     result["metrics"] = [
         row for task in spec["tasks"] for row in flatten_scores(task, done[task]["scores"], done[task].get("isolation"))
     ]

@@ -100,6 +100,10 @@ class StudyEval(_Strict):
     # How generated programs are isolated (codepeft.execution.levels.study_isolation): auto needs
     # bubblewrap where it works or can be installed; rlimits accepts the weaker level.
     isolation: Literal["auto", "bwrap", "rlimits"] = "auto"
+    # Evaluate the cells of one base model in one worker after they are trained: the base and its
+    # LoRA adapters in shared mixed-adapter batches (codepeft.study.together); the same results
+    # as one worker per cell, faster. false: each cell is evaluated in its worker right after training.
+    together: bool = True
 
     @model_validator(mode="after")
     def _limits_name_tasks(self):

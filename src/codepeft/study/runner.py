@@ -32,7 +32,7 @@ from codepeft import progress
 from codepeft.errors import CodepeftError
 from codepeft.execution.sandbox import hide_from_programs
 from codepeft.models.builtin import BUILTIN_MODELS, resolve_name
-from codepeft.study import worker
+from codepeft.study import together, worker
 from codepeft.study.cells import expand, run_cell
 from codepeft.study.config import StudyConfig
 from codepeft.study.lifetime import Busy, DirLock, owner, stop_descendants
@@ -250,33 +250,69 @@ def _threads_per_worker(workers: int) -> int:
 
 
 def _local(config: StudyConfig, cells: list[dict], start) -> Iterator[tuple[dict, dict]]:
-    """Each cell in a fresh worker process (codepeft.study.worker), `workers` at a time."""
+    """Each cell in a fresh worker process (codepeft.study.worker), `workers` at a time. With
+    `eval.together`, cells that can generate in shared batches (codepeft.study.together) train in
+    their own workers first and are then evaluated by one worker per group."""
     workers = config.backend.workers
     threads = _threads_per_worker(workers)
-    queue = list(cells)
-    running: dict[subprocess.Popen, tuple[dict, Path]] = {}
+    groups = together.groups(cells) if config.eval.together else []
+    in_group = {c["cell_id"] for g in groups for c in g}
+    queue: list[tuple[str, list[dict]]] = []
+    for cell in cells:
+        if cell["cell_id"] not in in_group:
+            queue.append(("cell", [cell]))
+        elif cell["spec"]["trains"]:
+            queue.append(("train", [cell]))
+    waiting = [list(g) for g in groups]  # each group's cells, until their training is done
+    untrained = {c["cell_id"] for g in groups for c in g if c["spec"]["trains"]}
+    started_cells: set[str] = set()
+    running: dict[subprocess.Popen, tuple[str, list[dict], Path]] = {}
+
+    def release_groups() -> None:
+        for group in list(waiting):
+            if not any(c["cell_id"] in untrained for c in group):
+                waiting.remove(group)
+                if group:
+                    queue.append(("together", group))
+
+    release_groups()
     try:
-        while queue or running:
+        while queue or running or waiting:
             while queue and len(running) < workers:
-                cell = queue.pop(0)
-                start(cell)
-                result_path = Path(cell["spec"]["cell_dir"]) / ".result.json"
+                kind, job_cells = queue.pop(0)
+                for cell in job_cells:
+                    if cell["cell_id"] not in started_cells:
+                        started_cells.add(cell["cell_id"])
+                        start(cell)
+                result_path = Path(job_cells[0]["spec"]["cell_dir"]) / f".result-{kind}.json"
                 result_path.parent.mkdir(parents=True, exist_ok=True)
                 result_path.unlink(missing_ok=True)
                 proc = subprocess.Popen(
-                    worker.command(os.getpid(), result_path, threads),
-                    stdin=subprocess.PIPE,
-                    text=True,
+                    worker.command(os.getpid(), result_path, threads), stdin=subprocess.PIPE, text=True
                 )
-                proc.stdin.write(json.dumps(cell["spec"]))
+                proc.stdin.write(json.dumps(together.payload(kind, job_cells, config.directory)))
                 proc.stdin.close()
-                running[proc] = (cell, result_path)
+                running[proc] = (kind, job_cells, result_path)
             finished = [p for p in running if p.poll() is not None]
             if not finished:
                 time.sleep(0.1)
             for proc in finished:
-                cell, result_path = running.pop(proc)
-                yield cell, worker.read_result(result_path, proc.returncode)
+                kind, job_cells, result_path = running.pop(proc)
+                result = worker.read_result(result_path, proc.returncode)
+                if kind == "train":
+                    cell = job_cells[0]
+                    untrained.discard(cell["cell_id"])
+                    if "error" in result or "busy" in result:  # its group goes on without it
+                        for group in waiting:
+                            if cell in group:
+                                group.remove(cell)
+                        yield cell, result
+                    release_groups()
+                elif kind == "together":
+                    for cell in job_cells:
+                        yield cell, result.get("cells", {}).get(cell["cell_id"], result)
+                else:
+                    yield job_cells[0], result
     finally:
         for proc in running:  # the study is stopping (a signal, an error): its workers go with it
             proc.kill()

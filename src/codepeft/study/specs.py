@@ -4,15 +4,15 @@ marker and `codepeft study status`.
 A cell's spec is everything that decides its results (model, method and options, data, training
 and evaluation settings). It is recorded as JSON text; two specs are the same when they hold the
 same values, whatever the order of their keys. Keys that say how a cell runs but not what it
-measures (RUNTIME_KEYS: the sandbox's isolation level, the cell's label for trackers) are left
-out of the record.
+measures (RUNTIME_KEYS: the sandbox's isolation level, the cell's label for trackers, what a
+worker is asked to do with it) are left out of the record.
 """
 
 from __future__ import annotations
 
 import json
 
-RUNTIME_KEYS = ("isolation", "label")
+RUNTIME_KEYS = ("isolation", "label", "evaluate", "cell_id")
 
 
 def spec_text(spec: dict) -> str:

@@ -1,7 +1,8 @@
 """One study cell in a process of its own, started by the local backend (`codepeft.study.runner`).
 
 The process is started as `python -c BOOT STUDY_PID RESULT_PATH THREADS` with the cell's spec as
-JSON on stdin. BOOT asks the kernel for SIGKILL when the study process dies before anything slow
+JSON on stdin (or {"together": [specs], "log": path}: a group evaluated together). BOOT
+asks the kernel for SIGKILL when the study process dies before anything slow
 is imported (importing torch takes seconds, and a study killed in those seconds must not leave a
 worker behind), then calls `main`, which runs the cell and writes its result (always a JSON
 object; `{"error": ...}` for a failed cell) to RESULT_PATH atomically.
@@ -37,9 +38,10 @@ def main(argv: list[str]) -> None:
     import torch
 
     torch.set_num_threads(threads)
-    from codepeft.study.cells import run_cell
+    from codepeft.study.cells import run_cell, run_cells_together
 
-    result = run_cell(spec, log=True)
+    together = "together" in spec  # a group of trained cells evaluated at once (codepeft.study.together)
+    result = run_cells_together(spec["together"], spec.get("log")) if together else run_cell(spec, log=True)
     tmp = result_path.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, default=str))
     os.replace(tmp, result_path)

@@ -1,0 +1,140 @@
+"""Many adapters, one base: a study's evaluation phase, one process per cell vs together.
+
+Six LoRA adapters of SmolLM2-135M-Instruct (trained a few steps each on CoNaLa, seeds 0-5; not
+timed) are evaluated on HumanEval, MBPP+ and CoNaLa's held-out loss, greedy, as a study does:
+  - one process per cell: `codepeft eval RUN` in a fresh process for each adapter, one after
+    the other (what a study with `eval.together: false` and one worker runs after training);
+  - together: one process running `codepeft.evaluation_together` over all six (the base loaded
+    once, the adapters' rows in mixed-adapter batches; what a study's group worker runs).
+Wall time of each phase, process starts included; every task result is compared with the
+separate one (all fields but the wall time).
+
+    .venv/bin/python benchmarks/eval_together.py                 # ~10 min on 2 cores
+    .venv/bin/python benchmarks/eval_together.py --adapters 2 --limit 2 --tasks humaneval   # smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from common import machine  # noqa: E402
+
+TOGETHER = """
+import json, sys
+from pathlib import Path
+from codepeft.evaluation_together import Target, evaluate_together
+from codepeft.generation import GenerationSettings
+a = json.loads(sys.argv[1])
+settings = GenerationSettings(max_new_tokens=a["max_new_tokens"], batch_size=a["batch_size"])
+targets = [Target(run, Path(out), settings) for run, out in a["targets"]]
+outcomes = evaluate_together(targets, a["tasks"], [1], limit=a["limit"], prompt_format="auto")
+bad = [str(o) for o in outcomes if isinstance(o, Exception)]
+if bad:
+    sys.exit("; ".join(bad))
+"""
+
+
+def train_adapters(model: str, count: int, steps: int, root: Path) -> list[Path]:
+    """`count` LoRA runs (seeds 0..count-1), reused when already complete."""
+    from codepeft import load_config, train
+
+    runs = []
+    for seed in range(count):
+        run_dir = root / f"lora-seed{seed}"
+        info = run_dir / "run.json"
+        if not (info.is_file() and json.loads(info.read_text()).get("status") == "completed"):
+            overrides = [f"model.name_or_path={model}", "method.name=lora", f"seed={seed}",
+                         "data.train.0.source=conala", "data.format=chat", "data.max_length=128",
+                         f"train.max_steps={steps}", "train.batch_size=4", "data.eval_limit=8"]  # fmt: skip
+            train(load_config(None, overrides), run_dir)
+        runs.append(run_dir)
+    return runs
+
+
+def _results(directory: Path, root: Path) -> dict:
+    return {
+        f.name: {k: v for k, v in json.loads(f.read_text().replace(str(root), "ROOT")).items() if k != "seconds"}
+        for f in sorted(directory.glob("*.json"))
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--adapters", type=int, default=6)
+    parser.add_argument("--steps", type=int, default=3, help="training steps per adapter (not timed)")
+    parser.add_argument("--tasks", default="humaneval,mbpp-plus,conala-loss")
+    parser.add_argument("--limit", type=int, default=12)
+    parser.add_argument("--max-new-tokens", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--work", type=Path, help="where the adapters are kept between runs (default: a temp dir)")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+
+    root = args.work or Path(tempfile.mkdtemp(prefix="codepeft-together-"))
+    runs = train_adapters(args.model, args.adapters, args.steps, root / "runs")
+    tasks = args.tasks.split(",")
+
+    separate_s = time.perf_counter()
+    for run in runs:
+        subprocess.run(
+            [sys.executable, "-m", "codepeft.cli", "eval", str(run), "--tasks", args.tasks, "--limit", str(args.limit),
+             "--max-new-tokens", str(args.max_new_tokens), "--batch-size", str(args.batch_size), "--backend", "hf",
+             "--output-dir", str(root / "separate" / run.name)],
+            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+    separate_s = time.perf_counter() - separate_s
+
+    spec = {
+        "targets": [[str(run), str(root / "together" / run.name)] for run in runs],
+        "tasks": tasks,
+        "limit": args.limit,
+        "max_new_tokens": args.max_new_tokens,
+        "batch_size": args.batch_size,
+    }
+    together_s = time.perf_counter()
+    subprocess.run([sys.executable, "-c", TOGETHER, json.dumps(spec)], check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.PIPE)  # fmt: skip
+    together_s = time.perf_counter() - together_s
+
+    compared = same = 0
+    for run in runs:
+        want, got = _results(root / "separate" / run.name, root), _results(root / "together" / run.name, root)
+        for name in want:
+            compared += 1
+            same += got.get(name) == want[name]
+    passed = [
+        json.loads((root / "together" / run.name / "humaneval.json").read_text())["scores"]["pass@1"]["value"]
+        for run in runs
+        if "humaneval" in tasks
+    ]
+    result = {
+        "machine": machine(),
+        "model": args.model,
+        "adapters": args.adapters,
+        "tasks": tasks,
+        "limit": args.limit,
+        "max_new_tokens": args.max_new_tokens,
+        "batch_size": args.batch_size,
+        "separate_s": round(separate_s, 1),
+        "together_s": round(together_s, 1),
+        "speedup": round(separate_s / together_s, 2),
+        "results_compared": compared,
+        "results_identical": same,
+        "humaneval_pass1": passed,
+    }
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
