@@ -4,10 +4,11 @@ Six LoRA adapters of SmolLM2-135M-Instruct (trained a few steps each on CoNaLa, 
 timed) are evaluated on HumanEval, MBPP+ and CoNaLa's held-out loss, greedy, as a study does:
   - one process per cell: `codepeft eval RUN` in a fresh process for each adapter, one after
     the other (what a study with `eval.together: false` and one worker runs after training);
-  - together: one process running `codepeft.evaluation_together` over all six (the base loaded
-    once, the adapters' rows in mixed-adapter batches; what a study's group worker runs).
+  - together: `codepeft eval RUN1 ... RUN6`, one process evaluating all six with
+    `codepeft.evaluation_together` (the base loaded once, the adapters' rows in mixed-adapter
+    batches; what a study's group worker runs).
 Wall time of each phase, process starts included; every task result is compared with the
-separate one (all fields but the wall time).
+separate one (all fields but wall-clock times).
 
     .venv/bin/python benchmarks/eval_together.py                 # ~10 min on 2 cores
     .venv/bin/python benchmarks/eval_together.py --adapters 2 --limit 2 --tasks humaneval   # smoke
@@ -26,20 +27,6 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from common import machine  # noqa: E402
-
-TOGETHER = """
-import json, sys
-from pathlib import Path
-from codepeft.evaluation_together import Target, evaluate_together
-from codepeft.generation import GenerationSettings
-a = json.loads(sys.argv[1])
-settings = GenerationSettings(max_new_tokens=a["max_new_tokens"], batch_size=a["batch_size"])
-targets = [Target(run, Path(out), settings) for run, out in a["targets"]]
-outcomes = evaluate_together(targets, a["tasks"], [1], limit=a["limit"], prompt_format="auto")
-bad = [str(o) for o in outcomes if isinstance(o, Exception)]
-if bad:
-    sys.exit("; ".join(bad))
-"""
 
 
 def train_adapters(model: str, count: int, steps: int, root: Path) -> list[Path]:
@@ -60,8 +47,10 @@ def train_adapters(model: str, count: int, steps: int, root: Path) -> list[Path]
 
 
 def _results(directory: Path, root: Path) -> dict:
+    from codepeft.evaluation import without_timings
+
     return {
-        f.name: {k: v for k, v in json.loads(f.read_text().replace(str(root), "ROOT")).items() if k != "seconds"}
+        f.name: without_timings(json.loads(f.read_text().replace(str(root), "ROOT")))
         for f in sorted(directory.glob("*.json"))
     }
 
@@ -93,16 +82,15 @@ def main() -> None:
         )  # fmt: skip
     separate_s = time.perf_counter() - separate_s
 
-    spec = {
-        "targets": [[str(run), str(root / "together" / run.name)] for run in runs],
-        "tasks": tasks,
-        "limit": args.limit,
-        "max_new_tokens": args.max_new_tokens,
-        "batch_size": args.batch_size,
-    }
     together_s = time.perf_counter()
-    subprocess.run([sys.executable, "-c", TOGETHER, json.dumps(spec)], check=True, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.PIPE)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "codepeft.cli", "eval", *map(str, runs), "--tasks", args.tasks, "--limit",
+         str(args.limit), "--max-new-tokens", str(args.max_new_tokens), "--batch-size", str(args.batch_size),
+         "--backend", "hf", "--output-dir", str(root / "together")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    if done.returncode != 0:
+        sys.exit(f"codepeft eval with {len(runs)} targets failed: {done.stderr[-2000:]}")
     together_s = time.perf_counter() - together_s
 
     compared = same = 0

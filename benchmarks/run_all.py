@@ -32,6 +32,7 @@ BENCHMARKS = {
     "trl": ["train_vs_trl.py", "--steps", "30"],
     "generation-smollm2": ["generation_throughput.py", "--model", "smollm2-135m", "--problems", "3"],
     "memory-smollm2": ["memory_methods.py", "--model", "smollm2-135m"],
+    "together": ["eval_together.py"],
 }
 
 
@@ -248,6 +249,12 @@ def _round_two_rows(results: dict) -> list[list]:
         rows.append(["Memory on SmolLM2-135M: `codepeft estimate` within 10% of measured peak (CPU)",
                      f"{within}/{len(mem)}", f"mean abs. error {mae:.1f}%", "", f"{len(mem)}/{len(mem)}",
                      _met(within == len(mem))])  # fmt: skip
+    if t := results.get("together"):
+        rows.append(
+            [f"Evaluation phase of a {t['adapters']}-adapter LoRA study on SmolLM2-135M: together vs a process a cell",
+             f"{t['together_s']:,.0f} s", f"{t['separate_s']:,.0f} s (one process per cell)", f"{t['speedup']:.2f}x",
+             ">= 2x", _met(t["speedup"] >= 2) + f", {t['results_identical']}/{t['results_compared']} results identical"]
+        )  # fmt: skip
     return rows
 
 
@@ -321,6 +328,19 @@ def _round_two_sections(results: dict) -> list[str]:
             ["method", "trainable (M)", "measured MB", "estimated MB", "error %"],
             [[r["method"], r["trainable_m"], r["measured_mb"], r["estimated_mb"], f"{r['error_%']:+}"] for r in mem],
         )
+    if t := results.get("together"):
+        lines += _section(
+            "Many adapters, one base: a study's evaluation phase",
+            f"`benchmarks/eval_together.py`: {t['adapters']} LoRA adapters of {t['model']} (a few training steps each,"
+            f" not timed) evaluated on {', '.join(t['tasks'])} ({t['limit']} problems each, greedy,"
+            f" {t['max_new_tokens']} new tokens, batch {t['batch_size']}): `codepeft eval` in a fresh process per"
+            " adapter, one after the other, against one process evaluating all of them with the base loaded once"
+            " and their rows in mixed-adapter batches (what a study's `eval.together` runs). Wall time, process"
+            " starts included; every task result compared field by field (wall time excepted).",
+            ["adapters", "one process per cell", "together", "x", "results identical"],
+            [[t["adapters"], f"{t['separate_s']:,.1f} s", f"{t['together_s']:,.1f} s", f"{t['speedup']:.2f}",
+              f"{t['results_identical']}/{t['results_compared']}"]],
+        )  # fmt: skip
     return lines
 
 

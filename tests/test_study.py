@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from codepeft.cli import app
 from codepeft.errors import CodepeftError
+from codepeft.evaluation import without_timings
 from codepeft.study import load_study, open_store
 from codepeft.study.cells import expand
 
@@ -244,9 +245,7 @@ def test_cells_evaluated_together_score_as_cells_evaluated_alone(tmp_path, tiny_
         logs = list((study / "logs").glob("together-*.log")) if (study / "logs").is_dir() else []
         assert len(logs) == (1 if together else 0)
         results[together] = {
-            (cell.name, f.name): {
-                k: v for k, v in json.loads(f.read_text().replace(str(study), "STUDY")).items() if k != "seconds"
-            }
+            (cell.name, f.name): without_timings(json.loads(f.read_text().replace(str(study), "STUDY")))
             for cell in (study / "cells").iterdir()
             if cell.is_dir()
             for f in (cell / "eval").glob("*.json")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from codepeft.evaluation import evaluate
+from codepeft.evaluation import evaluate, without_timings
 from codepeft.evaluation_together import Target, evaluate_together, mixable_adapter, shareable
 from codepeft.generation import GenerationSettings, HFBackend
 
@@ -61,8 +61,8 @@ def _targets(base, made, out, settings):
 
 
 def _comparable(result: dict) -> dict:
-    """A result as its JSON file holds it, less the wall time."""
-    return {k: v for k, v in json.loads(json.dumps(result)).items() if k != "seconds"}
+    """A result as its JSON file holds it, less its wall-clock times."""
+    return without_timings(json.loads(json.dumps(result)))
 
 
 def test_together_gives_what_separate_evaluation_gives(runs, tmp_path, monkeypatch):
@@ -131,3 +131,21 @@ def test_one_members_failure_is_its_own(runs, tmp_path, monkeypatch):
     zero, lora = evaluate_together(targets, TASKS, [1], limit=2, prompt_format="octocoder")
     assert isinstance(lora, RuntimeError) and "broken member" in str(lora)
     assert set(zero) == set(TASKS)  # the other member finished every task, not waiting for the failed one
+
+
+def test_eval_cli_with_several_targets_evaluates_them_together(runs, tmp_path):
+    from typer.testing import CliRunner
+
+    from codepeft.cli import app
+
+    base, made = runs
+    out = tmp_path / "out"
+    args = ["eval", base, made["lora0"], made["lora1"], "--tasks", "humaneval", "--limit", "1",
+            "--max-new-tokens", "8", "--prompt-format", "octocoder", "--output-dir", str(out)]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    for name in (Path(base).name, "lora0", "lora1"):
+        assert (out / name / "humaneval.json").is_file()
+        assert f"{out / name}" in result.output.replace("\n", "")
+    same_name = CliRunner().invoke(app, ["eval", made["lora0"], made["lora0"], "--output-dir", str(out)])
+    assert same_name.exit_code != 0 and "share a name" in same_name.output

@@ -273,7 +273,11 @@ ISOLATION_HELP = (
 
 @command(name="eval")
 def eval_cmd(
-    target: str = typer.Argument(..., help="A run directory, a hub model id, a local model directory, or 'default'."),
+    targets: list[str] = typer.Argument(
+        ...,
+        help="A run directory, a hub model id, a local model directory, or 'default'. Several: evaluated together "
+        "in this process (runs over one base share its batches; results as if each were evaluated alone).",
+    ),
     tasks: str = typer.Option("humaneval", "--tasks", help="Comma-separated task names (codepeft tasks)."),
     n: int = typer.Option(1, "--n", help="Samples per problem."),
     temperature: float = typer.Option(0.0, help="0 = greedy."),
@@ -306,9 +310,15 @@ def eval_cmd(
     settings = GenerationSettings(
         n=n, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed
     )
+    task_names = [t.strip() for t in tasks.split(",") if t.strip()]
+    options = {k: parse_scalar(v) for k, v in _pairs(method_opt, "--method-opt").items()}
+    if len(targets) > 1:
+        _eval_together(targets, task_names, settings, _ints(k), limit, output_dir, prompt_format, backend, workers,
+                       device, _pairs(task_data, "--task-data"), method, options, isolation)  # fmt: skip
+        return
     results = evaluate(
-        target,
-        [t.strip() for t in tasks.split(",") if t.strip()],
+        targets[0],
+        task_names,
         settings,
         _ints(k),
         limit,
@@ -319,10 +329,43 @@ def eval_cmd(
         device,
         _pairs(task_data, "--task-data"),
         method,
-        {k: parse_scalar(v) for k, v in _pairs(method_opt, "--method-opt").items()},
+        options,
         isolation=isolation,
     )
     _print_scores(results)
+
+
+def _eval_together(targets, tasks, settings, ks, limit, output_dir, prompt_format, backend, workers, device,
+                   task_data, method, options, isolation) -> None:  # fmt: skip
+    """`codepeft eval A B C`: one process, runs over one base in shared batches
+    (codepeft.evaluation_together); each target's results where `codepeft eval A` puts them, or
+    under OUTPUT_DIR/<target's name>."""
+    from codepeft.evaluation import default_output_dir, target_info
+    from codepeft.evaluation_together import Target, evaluate_together
+
+    if backend == "vllm":
+        raise CodepeftError("several targets are evaluated together with the hf backend; give vLLM one at a time")
+    names = [Path(t.rstrip("/")).name or t for t in targets]
+    if output_dir is not None and len(set(names)) < len(names):
+        raise CodepeftError(f"targets share a name ({', '.join(names)}): evaluate them without --output-dir")
+    outs = [
+        output_dir / name if output_dir is not None else default_output_dir(t, target_info(t))
+        for t, name in zip(targets, names, strict=True)
+    ]
+    outcomes = evaluate_together(
+        [Target(t, out, settings, method, options) for t, out in zip(targets, outs, strict=True)],
+        tasks, ks, limit=limit, prompt_format=prompt_format, workers=workers, device=device, task_data=task_data,
+        isolation=isolation,
+    )  # fmt: skip
+    failed = []
+    for target, out, outcome in zip(targets, outs, outcomes, strict=True):
+        if isinstance(outcome, Exception):
+            failed.append(f"{target}: {outcome}")
+            continue
+        console.print(f"[bold]{target}[/bold] -> {out}")
+        _print_scores(outcome)
+    if failed:
+        raise CodepeftError("evaluation failed for " + "; ".join(failed))
 
 
 def _pairs(items: list[str], flag: str) -> dict[str, str]:

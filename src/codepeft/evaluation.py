@@ -95,7 +95,7 @@ def evaluate(
     # the sandbox first: a level that cannot run is refused before the model loads
     pool = SandboxPool(workers, isolation) if any(t.needs_sandbox for t in task_objs) else None
     model, tok, info = load_target(target, device)
-    out = Path(output_dir) if output_dir else _default_dir(target, info)
+    out = Path(output_dir) if output_dir else default_output_dir(target, info)
     gen = make_backend(backend, model, tok, info.get("serve_model"), info.get("adapter_dir"), info["family"])
     job = Evaluand(info, tok, out, settings, baseline, prompt_format)
     return {
@@ -172,6 +172,19 @@ def evaluate_task(
         **result,
     }
     (out / f"{task.name}.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+WALL_CLOCK_KEYS = ("seconds", "duration_s")  # a task's and a program's time: measured, never reproduced
+
+
+def without_timings(result):
+    """A result (any JSON value) less its wall-clock measurements: what two evaluations of the
+    same thing with the same settings must agree on."""
+    if isinstance(result, dict):
+        return {k: without_timings(v) for k, v in result.items() if k not in WALL_CLOCK_KEYS}
+    if isinstance(result, list | tuple):
+        return [without_timings(v) for v in result]
     return result
 
 
@@ -265,7 +278,7 @@ def _over_seeds(runs: list[dict], seeds: list[int]) -> dict:
     }
 
 
-def _default_dir(target: str, info: dict) -> Path:
+def default_output_dir(target: str, info: dict) -> Path:
     if info["kind"] == "run":
         return Path(info["run_dir"]) / "eval"
     return Path("evals") / f"{Path(target).name}-{time.strftime('%Y%m%d-%H%M%S')}" / "eval"

@@ -5,9 +5,10 @@ row gets depends on which other rows share its batch, how many there are, and in
 codepeft batches the same prompts differently on purpose (finished rows are dropped, several
 adapters share one batch, `batch_size` is a speed setting), so it samples with the Gumbel-max
 trick instead: row r at step t adds Gumbel noise drawn from a generator seeded by (the row's
-seed, t) to its tempered, top-p-filtered logits and takes the arg-max, a draw from exactly the
-distribution transformers samples from. A row's seed comes from the evaluation's seed, the
-prompt text and the sample's index, so the same prompt gets the same samples in any batch.
+seed, t) to its tempered, top-p-filtered logits (the tokens top-p keeps, in token order) and
+takes the arg-max, a draw from exactly the distribution transformers samples from. A row's
+seed comes from the evaluation's seed, the prompt text and the sample's index, so the same
+prompt gets the same samples in any batch.
 """
 
 from __future__ import annotations
@@ -44,10 +45,14 @@ class SeededSampling(LogitsProcessor):
             scores = warper(input_ids, scores)
         if len(self.seeds) != scores.shape[0]:
             raise RuntimeError(f"{len(self.seeds)} sampling seeds for a batch of {scores.shape[0]} rows")
+        # Noise only for the tokens the warpers kept (a handful at low temperature with top-p), in
+        # token order: which tokens are kept depends on the row's own logits only.
+        kept = torch.isfinite(scores)
+        out = torch.full_like(scores, float("-inf"))
         generator = torch.Generator(device="cpu")
-        noise = torch.empty_like(scores, device="cpu")
         for row, seed in enumerate(self.seeds):
+            index = kept[row].nonzero().squeeze(1)
             generator.manual_seed((seed + step * 0x9E3779B97F4A7C15) % (1 << 63))
-            noise[row].uniform_(generator=generator)
-        gumbel = -torch.log(-torch.log(noise.clamp_(min=1e-20, max=1.0 - 1e-7)))
-        return scores + gumbel.to(scores.device)
+            uniform = torch.rand(index.numel(), generator=generator).clamp_(min=1e-20, max=1.0 - 1e-7)
+            out[row, index] = scores[row, index] - torch.log(-torch.log(uniform)).to(scores.device)
+        return out

@@ -16,11 +16,13 @@ calls; a member that ends (or fails) leaves, so the others never wait for it.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from dataclasses import dataclass, field, replace
 
 from codepeft.errors import CodepeftError
 from codepeft.generation.backends import GenerationBackend, GenerationSettings, HFBackend
+from codepeft.generation.mixed_lora import exact_mixed_batches
 
 BASE = "__base__"  # peft's name for rows that use no adapter
 
@@ -100,7 +102,8 @@ class Together:
                     adapters.append(self.adapters[name])
                     seeds.append(call.settings.seed)
                     where.append((call, i))
-            out = backend.generate_batch(texts, settings, adapters if self.mixed else None, seeds)
+            with exact_mixed_batches(backend.model) if self.mixed else contextlib.nullcontext():
+                out = backend.generate_batch(texts, settings, adapters if self.mixed else None, seeds)
             for (call, i), samples in zip(where, out, strict=True):
                 call.result[i] = samples
 
