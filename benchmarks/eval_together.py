@@ -55,6 +55,41 @@ def _results(directory: Path, root: Path) -> dict:
     }
 
 
+def compare(root: Path, runs: list[Path]) -> dict:
+    """How the together results match the separate ones: whole task results (wall-clock times
+    excepted), scores, completions one by one; and each task's time (separate: summed over the
+    processes; together: the shared time every member records)."""
+    whole = scores = completions = same_completions = 0
+    per_task: dict[str, dict] = {}
+    for run in runs:
+        want, got = _results(root / "separate" / run.name, root), _results(root / "together" / run.name, root)
+        for name, a in want.items():
+            b = got.get(name, {})
+            whole += a == b
+            scores += a.get("scores") == b.get("scores")
+            for p, q in zip(a.get("problems", []), b.get("problems", []), strict=True):
+                for x, y in zip(p.get("samples", []), q.get("samples", []), strict=True):
+                    completions += 1
+                    same_completions += x.get("completion") == y.get("completion")
+            task = name.removesuffix(".json")
+            times = per_task.setdefault(task, {"separate_s": 0.0, "together_s": 0.0})
+            times["separate_s"] += json.loads((root / "separate" / run.name / name).read_text())["seconds"]
+            times["together_s"] = json.loads((root / "together" / run.name / name).read_text())["seconds"]
+    return {
+        "results_compared": sum(len(list((root / "separate" / r.name).glob("*.json"))) for r in runs),
+        "results_identical": whole,
+        "scores_identical": scores,
+        "completions": completions,
+        "completions_identical": same_completions,
+        "per_task": {t: {k: round(v, 1) for k, v in times.items()} for t, times in per_task.items()},
+        "humaneval_pass1": [
+            json.loads(p.read_text())["scores"]["pass@1"]["value"]
+            for r in runs
+            if (p := root / "together" / r.name / "humaneval.json").is_file()
+        ],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="smollm2-135m")
@@ -93,17 +128,6 @@ def main() -> None:
         sys.exit(f"codepeft eval with {len(runs)} targets failed: {done.stderr[-2000:]}")
     together_s = time.perf_counter() - together_s
 
-    compared = same = 0
-    for run in runs:
-        want, got = _results(root / "separate" / run.name, root), _results(root / "together" / run.name, root)
-        for name in want:
-            compared += 1
-            same += got.get(name) == want[name]
-    passed = [
-        json.loads((root / "together" / run.name / "humaneval.json").read_text())["scores"]["pass@1"]["value"]
-        for run in runs
-        if "humaneval" in tasks
-    ]
     result = {
         "machine": machine(),
         "model": args.model,
@@ -115,9 +139,7 @@ def main() -> None:
         "separate_s": round(separate_s, 1),
         "together_s": round(together_s, 1),
         "speedup": round(separate_s / together_s, 2),
-        "results_compared": compared,
-        "results_identical": same,
-        "humaneval_pass1": passed,
+        **compare(root, runs),
     }
     if args.out:
         args.out.write_text(json.dumps(result, indent=2))

@@ -253,7 +253,8 @@ def _round_two_rows(results: dict) -> list[list]:
         rows.append(
             [f"Evaluation phase of a {t['adapters']}-adapter LoRA study on SmolLM2-135M: together vs a process a cell",
              f"{t['together_s']:,.0f} s", f"{t['separate_s']:,.0f} s (one process per cell)", f"{t['speedup']:.2f}x",
-             ">= 2x", _met(t["speedup"] >= 2) + f", {t['results_identical']}/{t['results_compared']} results identical"]
+             ">= 2x", _met(t["speedup"] >= 2) + f"; scores identical {t['scores_identical']}/{t['results_compared']},"
+             f" completions {t['completions_identical']}/{t['completions']}"]
         )  # fmt: skip
     return rows
 
@@ -336,11 +337,19 @@ def _round_two_sections(results: dict) -> list[str]:
             f" {t['max_new_tokens']} new tokens, batch {t['batch_size']}): `codepeft eval` in a fresh process per"
             " adapter, one after the other, against one process evaluating all of them with the base loaded once"
             " and their rows in mixed-adapter batches (what a study's `eval.together` runs). Wall time, process"
-            " starts included; every task result compared field by field (wall time excepted).",
-            ["adapters", "one process per cell", "together", "x", "results identical"],
-            [[t["adapters"], f"{t['separate_s']:,.1f} s", f"{t['together_s']:,.1f} s", f"{t['speedup']:.2f}",
-              f"{t['results_identical']}/{t['results_compared']}"]],
-        )  # fmt: skip
+            " starts included; every task result compared with the separate one: whole (wall-clock times excepted),"
+            " scores, and completion by completion. Task times: the separate ones summed over the six processes, the"
+            " together one shared by all six.",
+            ["phase / task", "one process per cell", "together", "x"],
+            [["evaluation phase", f"{t['separate_s']:,.1f} s", f"{t['together_s']:,.1f} s", f"{t['speedup']:.2f}"]]
+            + [[task, f"{v['separate_s']:,.1f} s", f"{v['together_s']:,.1f} s",
+                f"{v['separate_s'] / max(v['together_s'], 0.1):.2f}"] for task, v in t["per_task"].items()],
+        ) + [
+            f"Task results identical as a whole: {t['results_identical']}/{t['results_compared']}; scores:"
+            f" {t['scores_identical']}/{t['results_compared']}; completions: {t['completions_identical']}/"
+            f"{t['completions']}.",
+            "",
+        ]  # fmt: skip
     return lines
 
 

@@ -149,3 +149,39 @@ def test_eval_cli_with_several_targets_evaluates_them_together(runs, tmp_path):
         assert f"{out / name}" in result.output.replace("\n", "")
     same_name = CliRunner().invoke(app, ["eval", made["lora0"], made["lora0"], "--output-dir", str(out)])
     assert same_name.exit_code != 0 and "share a name" in same_name.output
+
+
+def test_a_mixed_batch_row_gets_the_single_adapter_numbers_on_a_bf16_base(tiny_model):
+    """codepeft's layout on CPUs with fast bf16: a bf16 base with fp32 LoRA weights. peft's own
+    mixed-batch forward rounds the LoRA output to bf16 before adding it; codepeft's adds as the
+    single-adapter forward does, so each row's logits are bit for bit the ones it gets alone."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from codepeft.generation.mixed_lora import exact_mixed_batches
+
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model("llama"), dtype=torch.bfloat16)
+    config = LoraConfig(r=4, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False)
+    model = get_peft_model(base, config, adapter_name="a").eval()
+    model.add_adapter("b", config)
+    for name, p in model.named_parameters():
+        if "lora_" in name:
+            p.data = p.data.float()  # fp32 adapters on the bf16 base
+    ids = torch.randint(3, 200, (3, 12))
+    with torch.no_grad():
+        alone = {}
+        for adapter in ("a", "b"):
+            model.set_adapter(adapter)
+            alone[adapter] = model(input_ids=ids).logits
+        with model.disable_adapter():
+            alone["__base__"] = model(input_ids=ids).logits
+        names = ["a"] * 3 + ["b"] * 3 + ["__base__"] * 3
+        batch = ids.repeat(3, 1)
+        with exact_mixed_batches(model):
+            mixed = model(input_ids=batch, adapter_names=names).logits
+        peft_mixed = model(input_ids=batch, adapter_names=names).logits
+    for i, adapter in enumerate(("a", "b", "__base__")):
+        assert torch.equal(mixed[3 * i : 3 * i + 3], alone[adapter]), adapter
+    assert not torch.equal(peft_mixed[:3], alone["a"])  # what the replacement is for

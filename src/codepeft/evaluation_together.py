@@ -9,7 +9,9 @@ thread each and generate through `codepeft.generation.together`, so their batche
 into one mixed-adapter batch; loss tasks score each member in turn with its adapter active.
 Every other target (full fine-tuning, prompt / prefix tuning, (IA)3, LoHa, bottleneck adapters,
 DoRA: what peft cannot run in a mixed batch, and a group of one) is evaluated one at a time, as
-`codepeft.evaluation.evaluate` does. Results are the ones separate evaluation writes.
+`codepeft.evaluation.evaluate` does. Results are the ones separate evaluation writes (on a bf16
+base a long greedy completion can part late in the text where CPU kernels round a batch of a
+different size differently; README, "Studies").
 """
 
 from __future__ import annotations

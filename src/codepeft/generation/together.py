@@ -7,8 +7,9 @@ own with a `Member` backend. When every running member waits on a call, the call
 at once: merged batch j holds each member's batch j, the batch it would generate alone, and each
 row goes through its member's adapter (peft's mixed-batch inference; "__base__" rows through
 none: zero-shot and the prompting baselines). Since a member's batches are its own and every
-row samples from its own random stream (codepeft.generation.sampling), a member gets the
-completions it would get evaluated alone; tests/test_together.py checks it.
+row samples from its own random stream (codepeft.generation.sampling), and a LoRA row is added
+to its base output as peft's single-adapter forward adds it (codepeft.generation.mixed_lora), a
+member gets the completions it would get evaluated alone; tests/test_together.py checks it.
 
 Members whose calls differ in settings (other than the seed) are answered in separate merged
 calls; a member that ends (or fails) leaves, so the others never wait for it.
