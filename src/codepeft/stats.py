@@ -11,6 +11,7 @@ order; a difference is `a - b`; p-values are two-sided.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -269,5 +270,11 @@ def paired_problems_needed(a: Sequence[float], b: Sequence[float], alpha: float 
     sd = d.std(ddof=1)
     if sd == 0:
         return float(len(d))  # every problem moves the same way: already as sure as it gets
-    n = TTestPower().solve_power(effect_size=abs(d.mean()) / sd, alpha=alpha, power=power, alternative="two-sided")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # statsmodels warns when its root search leaves its bracket
+        n = TTestPower().solve_power(effect_size=abs(d.mean()) / sd, alpha=alpha, power=power, alternative="two-sided")
+    if not math.isfinite(n):
+        # the root search fails for effects so large that the answer is under its bracket:
+        # the smallest paired test (two problems) already has the power
+        return 2.0
     return float(math.ceil(n))
