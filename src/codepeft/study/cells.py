@@ -220,9 +220,11 @@ def run_cells_together(specs: list[dict], log: str | None = None) -> dict:
                 )
                 for spec, _, target, settings, _, _ in pending
             ]
+            # tasks some cell still lacks (a resumed group: those it was stopped in), in the spec's order
+            todo = {t for *_, cell_todo in pending for t in cell_todo}
             outcomes = evaluate_together(
                 targets,
-                pending[0][0]["tasks"],
+                [t for t in pending[0][0]["tasks"] if t in todo],
                 e["k"],
                 limit=e["limit"],
                 limits=e.get("limits"),
