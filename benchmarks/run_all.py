@@ -29,7 +29,7 @@ BENCHMARKS = {
     "memory": ["memory_methods.py"],
     "cost": ["method_cost.py", "--steps", "20"],
     # round two: today's best tools and the real pretrained model
-    "trl": ["train_vs_trl.py", "--steps", "30"],
+    "trl": ["train_vs_trl.py", "--steps", "12"],
     "generation-smollm2": ["generation_throughput.py", "--model", "smollm2-135m", "--problems", "3"],
     "memory-smollm2": ["memory_methods.py", "--model", "smollm2-135m"],
     "together": ["eval_together.py"],

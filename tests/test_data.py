@@ -168,6 +168,17 @@ def test_joint_training_mixes_by_weight(tiny_tokenizer, tmp_path):
     assert set(evals) == {"a", "b"}  # eval loss per source
 
 
+def test_eval_limit_zero_means_no_held_out_evaluation_and_the_same_training_data(tiny_tokenizer, tmp_path):
+    a = write_jsonl(tmp_path / "a.jsonl", [{"instruction": "A", "output": f"a{i}"} for i in range(100)])
+    limited = DataSpec(train=[DatasetSpec(source=str(a))], format="plain", eval_limit=3)
+    train, evals = build_datasets(limited, tiny_tokenizer, encoder_decoder=False, seed=0)
+    none_train, none_evals = build_datasets(
+        limited.model_copy(update={"eval_limit": 0}), tiny_tokenizer, encoder_decoder=False, seed=0
+    )
+    assert len(evals) == 3 and none_evals is None
+    assert none_train["input_ids"] == train["input_ids"]  # the held-out split stays out of training
+
+
 def test_stdlib_instruct_splits_are_disjoint_by_module():
     from codepeft.corpus import split_of
 
@@ -302,12 +313,13 @@ def test_conala_and_oasst_commitpackft_ship_with_their_published_splits():
 
 
 @pytest.mark.parametrize("arch", ["gpt_bigcode", "llama"])
-@pytest.mark.parametrize("layout", ["padded", "padding-free", "prompt-tuning"])
+@pytest.mark.parametrize("layout", ["padded", "padding-free", "prompt-tuning", "full"])
 def test_chunked_loss_equals_the_models_own_loss_and_gradients(tiny_model, tiny_tokenizer, arch, layout):
     """The loss computed a few targets at a time (the output layer on target positions only,
-    each chunk recomputed in backward) equals the model's own loss and gradients, through peft
-    (LoRA, and prompt tuning's virtual tokens), padded or padding-free, and under the Trainer's
-    sum / num_items_in_batch convention."""
+    each chunk's gradients computed with its logits) equals the model's own loss and gradients,
+    through peft (LoRA, and prompt tuning's virtual tokens), padded or padding-free, with the
+    output layer trained too (full fine-tuning; tied to the embeddings in these models), and
+    under the Trainer's sum / num_items_in_batch convention."""
     from peft import LoraConfig, PromptTuningConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
@@ -317,13 +329,15 @@ def test_chunked_loss_equals_the_models_own_loss_and_gradients(tiny_model, tiny_
     base = AutoModelForCausalLM.from_pretrained(tiny_model(arch))
     base.config.use_cache = False
     if layout == "prompt-tuning":
-        config = PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4)
+        model = get_peft_model(base, PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4)).eval()
+    elif layout == "full":
+        model = base.eval()
+        assert base.get_output_embeddings().weight.requires_grad
     else:
-        config = LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False)
-    model = get_peft_model(base, config).eval()
+        model = get_peft_model(base, LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False)).eval()
     pairs = [("def a():\n", "    return 1\n"), ("class Bee:\n    'x'\n", "    x = [1, 2, 3, 4]\n"), ("#\n", "pass\n")]
     exs = [encode(tiny_tokenizer, p, r, 64, "response", False) for p, r in pairs]
-    batch = Collator(tiny_tokenizer.pad_token_id, flatten=layout == "padding-free")(exs)
+    batch = Collator(tiny_tokenizer.pad_token_id, flatten=layout in ("padding-free", "full"))(exs)
     batch.pop("num_tokens")
     targets = sum(sum(1 for x in e["labels"][1:] if x != IGNORE) for e in exs)
     assert logits_are_head_of_hidden(model, batch)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pytest
@@ -420,16 +421,103 @@ def test_metrics_log_drops_a_line_cut_short(tmp_path):
     assert path.read_text() == '{"step": 2, "loss": 1.0}\n{"step": 4, "loss": 0.9}\n'
 
 
-@pytest.mark.parametrize(("chunk", "chunked"), [(4, True), (100_000, False), (0, False)])
-def test_the_loss_is_chunked_only_when_a_batch_has_more_targets_than_a_chunk(
-    tmp_path, tiny_model, train_file, monkeypatch, chunk, chunked
-):
-    """One chunk would only add the recomputation of the logits: a batch with fewer targets than
-    `train.loss_chunk` keeps the ordinary loss, a larger one is chunked."""
+@pytest.mark.parametrize(("chunk", "chunked"), [(4, True), (100_000, True), (0, False)])
+def test_the_loss_is_chunked_whenever_loss_chunk_is_set(tmp_path, tiny_model, train_file, monkeypatch, chunk, chunked):
+    """The chunked loss recomputes nothing, so it is used whenever `train.loss_chunk` is set
+    (even a batch with fewer targets than a chunk keeps no logits for the backward pass); 0
+    keeps the model's own loss."""
     import codepeft.training.trainer as trainer
 
     calls = []
     real = trainer.chunked_causal_loss
-    monkeypatch.setattr(trainer, "chunked_causal_loss", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
+    record = lambda *a, **k: (a[0].training and calls.append(a[2])) or real(*a, **k)  # noqa: E731
+    monkeypatch.setattr(trainer, "chunked_causal_loss", record)
     train(_cfg(tiny_model, train_file, "llama", f"train.loss_chunk={chunk}", "train.max_steps=2"), tmp_path / "r")
     assert bool(calls) is chunked and all(c == chunk for c in calls)
+
+
+def test_held_out_loss_is_computed_in_chunks_with_per_example_attention(tmp_path, tiny_model, train_file, monkeypatch):
+    """Evaluation needs no gradient: its loss goes through the chunked path (logits of at most
+    EVAL_LOSS_CHUNK targets at once, nothing recomputed) and, like training, attends within each
+    example of its padding-free batches, the final evaluation after training included; the loss
+    is the one computed with every logit at once."""
+    import codepeft.training.trainer as trainer
+    from codepeft.models.loading import base_model
+
+    seen = []
+    real_step = trainer.CodepeftTrainer.prediction_step
+
+    def step(self, model, inputs, *a, **k):
+        seen.append(base_model(model).config._attn_implementation)
+        return real_step(self, model, inputs, *a, **k)
+
+    chunks = []
+    real = trainer.chunked_causal_loss
+    monkeypatch.setattr(trainer.CodepeftTrainer, "prediction_step", step)
+
+    def record(model, inputs, chunk, *a, **k):
+        if not model.training:
+            chunks.append(chunk)
+        return real(model, inputs, chunk, *a, **k)
+
+    monkeypatch.setattr(trainer, "chunked_causal_loss", record)
+    monkeypatch.setattr(trainer, "EVAL_LOSS_CHUNK", 3)
+    overrides = ["train.max_steps=2", "train.eval_steps=100"]  # only the final evaluation
+    chunked = train(_cfg(tiny_model, train_file, "llama", "train.loss_chunk=1024", *overrides), tmp_path / "a")
+    assert chunks and set(chunks) == {3}  # every evaluation batch in chunks of 3 targets
+    assert seen and set(seen) == {"codepeft_varlen"}
+    whole = train(_cfg(tiny_model, train_file, "llama", "train.loss_chunk=0", *overrides), tmp_path / "b")
+    assert chunked.final_eval_loss == pytest.approx(whole.final_eval_loss, rel=1e-5)
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.1])
+def test_fused_lora_update_equals_pefts_forward_and_keeps_less(tiny_model, dropout):
+    """Training's LoRA kernel computes what peft's forward computes (same dropout masks, same
+    loss, same gradients of the LoRA factors), autograd keeps less for it (as the estimate's
+    trace of it shows), and DoRA layers run peft's own forward."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from codepeft.estimate import traced_activations
+    from codepeft.training import lora_kernel
+    from codepeft.training.dropout import fast_dropout_enabled
+
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model("llama"))
+    config = LoraConfig(r=4, lora_dropout=dropout, target_modules="all-linear", init_lora_weights=False)
+    model = get_peft_model(base, config).train()
+    ids = torch.randint(0, 100, (2, 16))
+
+    def loss_and_grads(fused: bool):
+        model.zero_grad()
+        torch.manual_seed(1)
+        fuse = lora_kernel.fused_lora_enabled(model) if fused else contextlib.nullcontext()
+        with fast_dropout_enabled(model), fuse:
+            loss = model(input_ids=ids, labels=ids).loss
+            loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    calls = []
+    real = lora_kernel._LoraUpdate.apply
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(lora_kernel._LoraUpdate, "apply", lambda *a: calls.append(1) or real(*a))
+        loss, grads = loss_and_grads(True)
+    reference, reference_grads = loss_and_grads(False)
+    assert len(calls) == sum(1 for n, _ in model.named_modules() if n.endswith("lora_A"))
+    torch.testing.assert_close(loss, reference, atol=1e-6, rtol=1e-6)
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, reference_grads[name], atol=1e-6, rtol=1e-5, msg=name)
+
+    with torch.device("meta"):
+        meta = get_peft_model(AutoModelForCausalLM.from_config(base.config), config)
+    peft_kept, _ = traced_activations(meta, 4, 64, True, lora_kernel=False)
+    fused_kept, _ = traced_activations(meta, 4, 64, True, lora_kernel=True)
+    # with dropout, peft keeps each layer's dropped input; the kernel keeps the input they share
+    assert fused_kept < peft_kept if dropout else fused_kept == peft_kept
+
+    dora = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model("llama")), LoraConfig(r=4, use_dora=True))
+    calls.clear()
+    with pytest.MonkeyPatch.context() as mp, lora_kernel.fused_lora_enabled(dora):
+        mp.setattr(lora_kernel._LoraUpdate, "apply", lambda *a: calls.append(1) or real(*a))
+        dora.train()(input_ids=ids, labels=ids).loss.backward()
+    assert not calls

@@ -71,7 +71,10 @@ class DataSpec(_Strict):
     # same loss curve); true: examples packed greedily into rows of max_length (more examples
     # per step); false: each batch padded to its longest example.
     packing: bool | Literal["batch"] = "batch"
-    eval_limit: int | None = Field(256, gt=0)
+    # Held-out examples scored for the eval loss, per source (None: all; 0: no held-out
+    # evaluation; the held-out split stays out of training either way, so what a run trains on
+    # does not depend on whether it is evaluated).
+    eval_limit: int | None = Field(256, ge=0)
 
     @model_validator(mode="before")
     @classmethod

@@ -125,14 +125,18 @@ AttentionInterface.register(FUSED, _fused_attention)
 AttentionMaskInterface.register(FUSED, ALL_MASK_ATTENTION_FUNCTIONS["sdpa"])
 
 
-def traced_activations(model, batch: int, seq_len: int, fused_attention: bool) -> tuple[float, int]:
+def traced_activations(
+    model, batch: int, seq_len: int, fused_attention: bool, lora_kernel: bool = False
+) -> tuple[float, int]:
     """(bytes autograd keeps after a training forward pass of `model`, a meta-device model;
     number of logits). Every distinct storage saved for backward counts once, parameters not.
 
     Tracing the real forward pass follows each architecture and method exactly (norms kept in
     fp32, dropout masks, virtual tokens, adapters' inputs, eager attention's scores), which a
-    per-layer formula cannot. SDPA is traced as the fused kernel the real device would run."""
+    per-layer formula cannot. SDPA is traced as the fused kernel the real device would run, and
+    LoRA layers, with `lora_kernel`, as training's CPU kernel (codepeft.training.lora_kernel)."""
     from codepeft.models.loading import attention_implementation, base_model
+    from codepeft.training.lora_kernel import fused_lora_enabled
 
     base = base_model(model)
     swap = fused_attention and base.config._attn_implementation == "sdpa"
@@ -154,6 +158,7 @@ def traced_activations(model, batch: int, seq_len: int, fused_attention: bool) -
     try:
         with (
             attention_implementation(model, FUSED) if swap else contextlib.nullcontext(),
+            fused_lora_enabled(model) if lora_kernel else contextlib.nullcontext(),
             torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t),
         ):
             out = model(**inputs)  # (with its default cache: masks need no data-dependent checks)
@@ -223,17 +228,21 @@ def estimate(
     # Activations: what autograd keeps for the backward pass, traced from one forward pass of
     # the tuned model on the meta device (shapes only, no memory), batch x seq_len tokens.
     fused = attention == "sdpa" and (device == "cuda" or not d["attention_dropout"])
-    saved, logit_values = traced_activations(tuned, batch, seq_len, fused)
+    saved, logit_values = traced_activations(tuned, batch, seq_len, fused, lora_kernel=device == "cpu")
     if gradient_checkpointing:  # each layer keeps its input; one layer is recomputed at a time
         activations = d["layers"] * batch * seq_len * d["hidden"] * width + saved / d["layers"]
     else:
         activations = saved
-    # The loss's backward starts with the fp32 log-softmax (kept), its gradient and the
-    # logits' gradient alive together; a half-precision model adds the logits' own gradient.
     if loss_chunk and not getattr(config, "is_encoder_decoder", False):
-        # training's chunked cross-entropy (train.loss_chunk) holds one chunk's logits at a time
+        # training's chunked cross-entropy (train.loss_chunk) holds one chunk's fp32 logits,
+        # turned into their gradient in place (a half-precision model: its own logits and the
+        # gradient in its dtype too)
         logit_values = min(logit_values, loss_chunk * (logit_values // (batch * seq_len)))
-    logits = logit_values * (12 + (width if width < 4 else 0))
+        logits = logit_values * (4 + (2 * width if width < 4 else 0))
+    else:
+        # the loss's backward starts with the fp32 log-softmax (kept), its gradient and the
+        # logits' gradient alive together; a half-precision model adds the logits' own gradient
+        logits = logit_values * (12 + (width if width < 4 else 0))
     # fp32 master weights and optimizer state are there throughout; gradients grow while the
     # backward pass frees activations, so they count where they outweigh what is freed.
     gradients = max(0.0, 4 * trainable - activations - logits)

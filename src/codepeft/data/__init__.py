@@ -89,7 +89,7 @@ def build_datasets(spec: DataSpec, tokenizer, encoder_decoder: bool, seed: int =
         if spec.packing is True:
             encoded = pack(encoded, spec.max_length)
         trains.append(Dataset.from_list(encoded))
-        eval_ex = eval_ex[: spec.eval_limit] if spec.eval_limit else eval_ex
+        eval_ex = eval_ex if spec.eval_limit is None else eval_ex[: spec.eval_limit]
         eval_encoded = _encode_all(eval_ex, spec, tokenizer, encoder_decoder)
         if eval_encoded:
             evals[source_name(src)] = Dataset.from_list(eval_encoded)

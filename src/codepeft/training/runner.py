@@ -24,6 +24,7 @@ from codepeft.training.callbacks import AdaLoraSchedule, CheckpointManifest, Met
 from codepeft.training.checks import CheckedRun, check
 from codepeft.training.cost import PeakMemory
 from codepeft.training.dropout import fast_dropout_enabled
+from codepeft.training.lora_kernel import fused_lora_enabled
 from codepeft.training.model_card import write_model_card
 from codepeft.training.provenance import git_commit, machine, package_versions
 from codepeft.training.trainer import CodepeftTrainer, supports_logits_at_targets
@@ -85,7 +86,8 @@ def train(
         _write_json(run_dir / "run.json", info)
         raise
 
-    final_eval = _final_eval_loss(trainer) if eval_ds is not None else None
+    with _kernels(trainer, config, plan, training=False):
+        final_eval = _final_eval_loss(trainer) if eval_ds is not None else None
     model.config.use_cache = True
     weights = save_weights(trainer.model, tokenizer, run_dir, checked.method.family, checked.base_path)
     cost = _cost(params, mem, trainer, checkpoint, device)
@@ -278,11 +280,22 @@ def _trainer(config, checked: CheckedRun, plan: Batching, model, tokenizer, trai
 def _fit(trainer, config: RunConfig, plan: Batching, checkpoint: str | None):
     """Train (from `checkpoint` when resuming) with codepeft's attention and dropout kernels on,
     measuring peak memory and wall time."""
-    attention = varlen_attention_enabled(trainer.model) if plan.varlen else contextlib.nullcontext()
-    masks = fast_dropout_enabled(trainer.model) if config.train.fast_dropout else contextlib.nullcontext()
-    with PeakMemory(cuda=_device_of(trainer.model) == "cuda") as mem, attention, masks:
+    with PeakMemory(cuda=_device_of(trainer.model) == "cuda") as mem, _kernels(trainer, config, plan):
         output = trainer.train(resume_from_checkpoint=checkpoint)
     return output, mem
+
+
+@contextlib.contextmanager
+def _kernels(trainer, config: RunConfig, plan: Batching, training: bool = True):
+    """codepeft's per-example attention (training and held-out loss: the same padding-free
+    batches) and, while training, its dropout masks and fused LoRA update (both CPU only)."""
+    with contextlib.ExitStack() as stack:
+        if plan.varlen:
+            stack.enter_context(varlen_attention_enabled(trainer.model))
+        if training and config.train.fast_dropout:
+            stack.enter_context(fast_dropout_enabled(trainer.model))
+            stack.enter_context(fused_lora_enabled(trainer.model))
+        yield
 
 
 def _final_eval_loss(trainer) -> float | None:

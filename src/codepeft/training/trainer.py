@@ -14,6 +14,8 @@ from transformers.trainer_utils import get_last_checkpoint
 from codepeft.errors import NonFiniteLossError
 from codepeft.models.loading import base_model
 
+EVAL_LOSS_CHUNK = 256  # targets whose logits an evaluation step holds at once (at most)
+
 
 class CodepeftTrainer(Trainer):
     """Counts real (non-padding) training tokens from the collator's `num_tokens`, and raises
@@ -35,8 +37,8 @@ class CodepeftTrainer(Trainer):
         """`explode_factor`: stop when the gradient norm exceeds this many times the recent median
         (None: only NaN / inf stop); `logits_on_targets`: compute logits only where the loss reads
         them (padding-free batches of models that take `logits_to_keep`); `loss_chunk`: compute
-        the loss of decoder-only models over this many targets at a time (0: at once) when a batch
-        has more targets than that (fewer: the logits are small, and recomputing them costs time)."""
+        the loss of decoder-only models over this many targets at a time, with no logits kept
+        for the backward pass (0: the model's own loss, every target's logits at once)."""
         self.explode_factor = explode_factor
         self.logits_on_targets = logits_on_targets
         self.loss_chunk = loss_chunk
@@ -48,13 +50,7 @@ class CodepeftTrainer(Trainer):
         if n is not None and model.training:
             self.tokens_seen += int(n)
             self.targets_seen += count_targets(inputs, model)
-        if (
-            self.loss_chunk
-            and "labels" in inputs
-            and not return_outputs
-            and count_targets(inputs, model) > self.loss_chunk  # one chunk: nothing to save, recompute to pay
-            and self._can_chunk(model, inputs)
-        ):
+        if self.loss_chunk and "labels" in inputs and not return_outputs and self._can_chunk(model, inputs):
             # a model that takes no loss kwargs returns a mean, which the Trainer divides by the
             # accumulation steps itself: then so does this
             count = num_items_in_batch if self.model_accepts_loss_kwargs else None
@@ -73,6 +69,11 @@ class CodepeftTrainer(Trainer):
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs.pop("num_tokens", None)
+        if prediction_loss_only and self.loss_chunk and "labels" in inputs and self._can_chunk(model, inputs):
+            # held-out loss: no gradient, so chunks cost no recomputation, only smaller logits
+            with torch.no_grad(), self.compute_loss_context_manager():
+                loss = chunked_causal_loss(model, inputs, min(self.loss_chunk, EVAL_LOSS_CHUNK))
+            return loss.detach(), None, None
         return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
 
     def training_step(self, model, inputs, num_items_in_batch=None):
@@ -154,30 +155,80 @@ def _as_head_input(head, hidden: torch.Tensor) -> torch.Tensor:
 
 def chunked_causal_loss(model, inputs: dict, chunk: int, num_items_in_batch=None) -> torch.Tensor:
     """Causal-LM cross-entropy computed `chunk` targets at a time: the output layer runs on the
-    hidden states of the target positions only, and each chunk's logits are recomputed in the
-    backward pass instead of kept, so peak memory no longer grows with vocabulary x tokens.
-    Equal to the model's own loss (mean over targets, or sum / `num_items_in_batch` as
-    transformers computes it under gradient accumulation)."""
+    hidden states of the target positions only, and no chunk's logits outlive it, so peak
+    memory no longer grows with vocabulary x tokens. Equal to the model's own loss (mean over
+    targets, or sum / `num_items_in_batch` as transformers computes it under gradient
+    accumulation)."""
     shifted = shift_labels(inputs["labels"])
     hidden = _last_hidden(model, inputs)
     where = shifted != -100
     states, targets = hidden[where], shifted[where]
     head = base_model(model).get_output_embeddings()
+    states = _as_head_input(head, states)
+    if type(head) is torch.nn.Linear and head.bias is None:
+        total = linear_cross_entropy(states, head.weight, targets, chunk)
+    else:  # a head that is not one product (an adapted or biased one): recompute each chunk instead
 
-    def piece(h: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.cross_entropy(head(_as_head_input(head, h)).float(), t, reduction="sum")
+        def piece(h: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.cross_entropy(head(h).float(), t, reduction="sum")
 
-    total = hidden.new_zeros((), dtype=torch.float32)
-    for start in range(0, len(targets), chunk):
-        h, t = states[start : start + chunk], targets[start : start + chunk]
-        if torch.is_grad_enabled():
-            total = total + torch.utils.checkpoint.checkpoint(piece, h, t, use_reentrant=False)
-        else:
-            total = total + piece(h, t)
+        total = hidden.new_zeros((), dtype=torch.float32)
+        for start in range(0, len(targets), chunk):
+            h, t = states[start : start + chunk], targets[start : start + chunk]
+            if torch.is_grad_enabled():
+                total = total + torch.utils.checkpoint.checkpoint(piece, h, t, use_reentrant=False)
+            else:
+                total = total + piece(h, t)
     count = num_items_in_batch if num_items_in_batch is not None else max(len(targets), 1)
     if isinstance(count, torch.Tensor):
         count = count.to(total.device)
     return total / count
+
+
+def linear_cross_entropy(states: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int):
+    """Summed cross-entropy of `states @ weight.T` against `targets`, `chunk` rows at a time.
+    With gradients on, each chunk's gradients are computed as soon as its logits exist (the
+    softmax minus the one-hot targets, times the weight), so the backward pass recomputes
+    nothing and only one chunk's logits are ever held: Liger's fused linear cross-entropy,
+    written with torch operations for the CPU (Liger's kernels are Triton, CUDA only)."""
+    grads = torch.is_grad_enabled() and (states.requires_grad or weight.requires_grad)
+    return _LinearCrossEntropy.apply(states, weight, targets, chunk, grads)
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, states, weight, targets, chunk: int, grads: bool):
+        total = torch.zeros((), dtype=torch.float32, device=states.device)
+        grad_states = torch.empty_like(states) if grads and states.requires_grad else None
+        grad_weight = torch.zeros_like(weight, dtype=torch.float32) if grads and weight.requires_grad else None
+        for start in range(0, len(targets), chunk):
+            h, t = states[start : start + chunk], targets[start : start + chunk]
+            logits = (h @ weight.t()).float()
+            lse = torch.logsumexp(logits, dim=-1)
+            total += (lse - logits.gather(1, t[:, None]).squeeze(1)).sum()
+            if grad_states is None and grad_weight is None:
+                continue
+            probs = logits.sub_(lse[:, None]).exp_()  # softmax, in the logits' memory
+            probs[torch.arange(len(t), device=t.device), t] -= 1.0  # d(loss)/d(logits)
+            probs = probs.to(weight.dtype)
+            if grad_states is not None:
+                torch.mm(probs, weight, out=grad_states[start : start + chunk])
+            if grad_weight is not None:
+                grad_weight.addmm_(probs.t().float(), h.float())
+        ctx.save_for_backward(grad_states, grad_weight)
+        ctx.weight_dtype = weight.dtype
+        return total
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad_states, grad_weight = ctx.saved_tensors
+        return (
+            grad_states * grad.to(grad_states.dtype) if grad_states is not None else None,
+            (grad_weight * grad).to(ctx.weight_dtype) if grad_weight is not None else None,
+            None,
+            None,
+            None,
+        )
 
 
 def count_targets(inputs: dict, model) -> int:
