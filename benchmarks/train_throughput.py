@@ -217,7 +217,7 @@ def profile_first_batch(config, model_name: str, method: str) -> dict:
     from codepeft.data import Collator, build_datasets
     from codepeft.methods import ApplyContext, get_method
     from codepeft.models.loading import load_model, resolve_name
-    from codepeft.training.trainer import logits_at_targets
+    from codepeft.training.trainer import chunked_causal_loss
 
     path = resolve_name(model_name)
     model, tok = load_model(config.model.model_copy(update={"name_or_path": path}))
@@ -228,27 +228,29 @@ def profile_first_batch(config, model_name: str, method: str) -> dict:
     data, _ = build_datasets(config.data, tok, False, config.seed)
     batch = Collator(tok.pad_token_id, flatten=True, boundaries=True)([data[i] for i in range(BATCH)])
     batch.pop("num_tokens")
-    return profile_step(model, logits_at_targets(batch))
+    return profile_step(model, lambda: chunked_causal_loss(model, batch, config.train.loss_chunk))
 
 
-def profile_step(model, batch: dict) -> dict:
-    """Profile three AdamW steps of `model` on `batch` (codepeft's attention and dropout): the top
-    operators by self CPU time, the share of matrix products and their efficiency against the
-    machine's peak measured around them."""
+def profile_step(model, loss) -> dict:
+    """Profile three AdamW steps of `model` with codepeft's training kernels (attention,
+    dropout, LoRA) and `loss()`, codepeft's chunked loss on a batch: the top operators by self CPU time,
+    the share of matrix products and their efficiency against the machine's peak measured around
+    them."""
     import torch
     from torch.profiler import ProfilerActivity, profile
 
     from codepeft.training.dropout import fast_dropout_enabled
+    from codepeft.training.lora_kernel import fused_lora_enabled
     from codepeft.training.varlen import varlen_attention_enabled
 
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=LR)
 
     def step():
-        model(**batch).loss.backward()
+        loss().backward()
         opt.step()
         opt.zero_grad()
 
-    with varlen_attention_enabled(model), fast_dropout_enabled(model):
+    with varlen_attention_enabled(model), fast_dropout_enabled(model), fused_lora_enabled(model):
         step()
         peak = matmul_peak()
         with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:

@@ -18,9 +18,12 @@ only).
 TRL's `SFTConfig` turns gradient checkpointing on by default; both sides are measured with it
 and both without it. Neither computes a held-out loss.
 
-Peak memory is the process's resident set (sampled every 5 ms, glibc's mmap threshold fixed so
-freed tensors leave it) above the resident set after imports, before the model is loaded: both
-sides then hold the same model and data, and the difference is training's.
+Peak memory is the process's resident set (sampled every 5 ms) above the resident set after
+imports, before the model is loaded: both sides then hold the same model and data, and the
+difference is training's. Both run with glibc's allocator as a user's process has it: fixing its
+mmap threshold low (so that freed tensors leave the resident set at once) turns every large
+tensor into fresh pages to fault in, and halved both sides' speed here (codepeft's LoRA step on
+SmolLM2: 93 against 164 tokens/s, a third of the step in the kernel).
 
 MFU (SmolLM2 only, where matrix products dominate): model FLOPs of the step (6 x parameters
 per token for full fine-tuning, 4 x with a frozen base, output head at the tokens that carry a
@@ -197,7 +200,6 @@ def main() -> None:
     args = parser.parse_args()
     if args.worker:
         return run_worker(args.worker, {"trl": worker_trl, "codepeft": worker_codepeft, "profile": worker_profile})
-    os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", "65536")  # freed tensors leave the resident set
     me = Path(__file__)
     result: dict = {"machine": machine(), "models": {}}
     for model in args.models.split(","):

@@ -106,11 +106,12 @@ class TrainSpec(_Strict):
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
     gradient_checkpointing: bool = False
     # Draw CPU dropout masks 64 bits at a time (codepeft.training.dropout) instead of torch's
-    # one-call-per-element generator; false gives torch's own dropout. No effect on GPUs.
+    # one-call-per-element generator, and compute LoRA layers' dropout and update in one node
+    # (codepeft.training.lora_kernel); false gives torch's dropout and peft's forward. CPU only.
     fast_dropout: bool = True
-    # Cross-entropy over this many target tokens at a time, each chunk's logits recomputed in
-    # the backward pass (decoder-only models): peak memory stops growing with vocabulary x
-    # tokens. 0 computes the logits of every target at once.
+    # Cross-entropy over this many target tokens at a time, each chunk's gradient computed with
+    # its logits and no logits kept for the backward pass (decoder-only models): peak memory
+    # stops growing with vocabulary x tokens. 0: the model's own loss, every logit at once.
     loss_chunk: int = Field(1024, ge=0)
     logging_steps: int = Field(5, gt=0)
     eval_steps: int = Field(25, gt=0)

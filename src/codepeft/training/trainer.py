@@ -165,9 +165,9 @@ def chunked_causal_loss(model, inputs: dict, chunk: int, num_items_in_batch=None
     states, targets = hidden[where], shifted[where]
     head = base_model(model).get_output_embeddings()
     states = _as_head_input(head, states)
-    if type(head) is torch.nn.Linear and head.bias is None:
+    if _plain_product(head):
         total = linear_cross_entropy(states, head.weight, targets, chunk)
-    else:  # a head that is not one product (an adapted or biased one): recompute each chunk instead
+    else:  # a head that is not one local product: call it on each chunk, recomputed in backward
 
         def piece(h: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             return torch.nn.functional.cross_entropy(head(h).float(), t, reduction="sum")
@@ -183,6 +183,19 @@ def chunked_causal_loss(model, inputs: dict, chunk: int, num_items_in_batch=None
     if isinstance(count, torch.Tensor):
         count = count.to(total.device)
     return total / count
+
+
+def _plain_product(head) -> bool:
+    """Whether the output layer is `x @ weight.T` with its whole weight here (not adapted, not
+    biased, not a shard that its forward hooks would gather, as DeepSpeed ZeRO-3 and FSDP keep)."""
+    weight = getattr(head, "weight", None)
+    return (
+        type(head) is torch.nn.Linear
+        and head.bias is None
+        and type(weight) is torch.nn.Parameter
+        and tuple(weight.shape) == (head.out_features, head.in_features)
+        and not head._forward_pre_hooks
+    )
 
 
 def linear_cross_entropy(states: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int):
