@@ -206,7 +206,9 @@ def test_a_second_signal_stops_at_once(tmp_path, tiny_model):
     os.kill(proc.pid, signal.SIGTERM)
     started = time.time()
     proc.communicate(timeout=30)
-    assert proc.returncode == 128 + signal.SIGTERM
+    # 143 from the second signal's handler; or, when the first signal's wind-down was already
+    # over and the interpreter finalising (which restores the default action), killed by it
+    assert proc.returncode in (128 + signal.SIGTERM, -signal.SIGTERM)
     assert time.time() - started < 5
     assert not _gone_within(below, 5.0)
 
