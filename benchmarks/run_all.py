@@ -279,7 +279,8 @@ def _round_two_sections(results: dict) -> list[str]:
             " the same LoRA on the same fp32 model, the same encoded examples in the same batches (same sampler"
             " seed). SmolLM2-135M trains on the smollm2 study's data (CoNaLa + OASST/CommitPackFT, chat format, 192"
             " tokens at most), the default model on stdlib-instruct (512); no held-out loss on either side. Peak"
-            " memory: resident set above the process after imports (both then load the same model and data)."
+            " memory: resident set above the process after imports (both then load the same model and data),"
+            " with glibc's default allocator on both sides (see NOTES.md: a low mmap threshold halves both speeds)."
             " Not usable on CPU: FlashAttention, Liger kernels (CUDA only).",
             "",
             markdown_table(
