@@ -33,8 +33,7 @@ MEASURE = (
     + r"""
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 from codepeft.methods import ApplyContext, get_method
-from codepeft.training.dropout import fast_dropout_enabled
-from codepeft.training.lora_kernel import fused_lora_enabled
+from codepeft.training.runner import training_kernels
 path, method, seq, batch = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 config = AutoConfig.from_pretrained(path)
 torch.manual_seed(0)
@@ -52,7 +51,7 @@ model.train()
 opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
 kwargs = dict(input_ids=ids, labels=ids)
 # as codepeft train runs on CPU: its dropout masks and LoRA kernel (which the estimate traces)
-with fast_dropout_enabled(model), fused_lora_enabled(model):
+with training_kernels(model, varlen=False):
     for _ in range(3):
         loss = model(**kwargs).loss
         loss.backward()

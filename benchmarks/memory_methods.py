@@ -41,8 +41,7 @@ MEASURE = (
     + r"""
 from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 from codepeft.methods import ApplyContext, get_method
-from codepeft.training.dropout import fast_dropout_enabled
-from codepeft.training.lora_kernel import fused_lora_enabled
+from codepeft.training.runner import training_kernels
 path, method, quant, seq, batch = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
 torch.manual_seed(0)
 start = start_sampling()
@@ -62,7 +61,7 @@ model = m.apply(model, options, ApplyContext(quantized=quant != "none", tokenize
 model.train()
 opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
 # as codepeft train runs on CPU: its dropout masks and LoRA kernel (which the estimate traces)
-with fast_dropout_enabled(model), fused_lora_enabled(model):
+with training_kernels(model, varlen=False):
     for _ in range(3):
         loss = model(input_ids=ids, labels=ids).loss
         loss.backward()

@@ -239,9 +239,7 @@ def profile_step(model, loss) -> dict:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from codepeft.training.dropout import fast_dropout_enabled
-    from codepeft.training.lora_kernel import fused_lora_enabled
-    from codepeft.training.varlen import varlen_attention_enabled
+    from codepeft.training.runner import training_kernels
 
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=LR)
 
@@ -250,7 +248,7 @@ def profile_step(model, loss) -> dict:
         opt.step()
         opt.zero_grad()
 
-    with varlen_attention_enabled(model), fast_dropout_enabled(model), fused_lora_enabled(model):
+    with training_kernels(model):
         for _ in range(3):  # glibc's heap grows to the step's size first (fresh pages fault in meanwhile)
             step()
         peak = matmul_peak()

@@ -86,7 +86,7 @@ def train(
         _write_json(run_dir / "run.json", info)
         raise
 
-    with _kernels(trainer, config, plan, training=False):
+    with training_kernels(trainer.model, plan.varlen, training=False):
         final_eval = _final_eval_loss(trainer) if eval_ds is not None else None
     model.config.use_cache = True
     weights = save_weights(trainer.model, tokenizer, run_dir, checked.method.family, checked.base_path)
@@ -280,21 +280,23 @@ def _trainer(config, checked: CheckedRun, plan: Batching, model, tokenizer, trai
 def _fit(trainer, config: RunConfig, plan: Batching, checkpoint: str | None):
     """Train (from `checkpoint` when resuming) with codepeft's attention and dropout kernels on,
     measuring peak memory and wall time."""
-    with PeakMemory(cuda=_device_of(trainer.model) == "cuda") as mem, _kernels(trainer, config, plan):
+    kernels = training_kernels(trainer.model, plan.varlen, config.train.fast_dropout)
+    with PeakMemory(cuda=_device_of(trainer.model) == "cuda") as mem, kernels:
         output = trainer.train(resume_from_checkpoint=checkpoint)
     return output, mem
 
 
 @contextlib.contextmanager
-def _kernels(trainer, config: RunConfig, plan: Batching, training: bool = True):
-    """codepeft's per-example attention (training and held-out loss: the same padding-free
-    batches) and, while training, its dropout masks and fused LoRA update (both CPU only)."""
+def training_kernels(model, varlen: bool = True, fast_dropout: bool = True, training: bool = True):
+    """codepeft's per-example attention (`varlen`: training and held-out loss, the same
+    padding-free batches) and, while training, its dropout masks and fused LoRA update
+    (`fast_dropout`, both CPU only) on `model` while the block runs."""
     with contextlib.ExitStack() as stack:
-        if plan.varlen:
-            stack.enter_context(varlen_attention_enabled(trainer.model))
-        if training and config.train.fast_dropout:
-            stack.enter_context(fast_dropout_enabled(trainer.model))
-            stack.enter_context(fused_lora_enabled(trainer.model))
+        if varlen:
+            stack.enter_context(varlen_attention_enabled(model))
+        if training and fast_dropout:
+            stack.enter_context(fast_dropout_enabled(model))
+            stack.enter_context(fused_lora_enabled(model))
         yield
 
 
