@@ -129,3 +129,39 @@ def test_mbpp_plus_verdicts_agree_with_the_evalplus_package(tmp_path):
     ours = task.score(problems, [codes[p["task_id"]] for p in problems], [1], SandboxPool(2))["problems"]
     caught = _compare(ours, theirs, ["reference", "wrong", "endless", "crash", "syntax", "base only"])
     assert len(caught) >= len(MBPP_SUBSET) - 2, caught
+
+
+def _large_output_verdicts(outputs: dict[str, str]) -> dict[str, str]:
+    """Run the harness on one input whose reference output is too large to ship (a digest travels)."""
+    from codepeft.execution import execute
+    from codepeft.tasks.evalplus import encode_payload, harness_program
+    from codepeft.tasks.evalplus_oracle import LARGE_OUTPUT, expected
+
+    reference = [i / 2 for i in range(LARGE_OUTPUT)]  # floats, half of them integral
+    form = expected(reference)
+    assert form[0] == "sha256" and len(form) == 3  # the digest of the normalised value and of the pickle
+    payload = encode_payload(
+        {"dataset": "humaneval", "part": "plus", "entry": "f", "atol": 0, "index": [0], "inputs": [[]],
+         "expected": [form], "limits": [10.0], "set_equal": (), "not_none": ()}
+    )  # fmt: skip
+    return {name: execute(harness_program(payload, f"def f():\n{body}")).outcome.value for name, body in outputs.items()}
+
+
+def test_a_large_output_is_matched_by_value_not_by_its_bytes():
+    verdicts = _large_output_verdicts(
+        {
+            "same": f"    return [i / 2 for i in range({16_384})]\n",
+            # equal under ==, pickled differently: ints where the reference has integral floats
+            "ints": f"    return [i // 2 if i % 2 == 0 else i / 2 for i in range({16_384})]\n",
+            "tuple of the same": f"    return tuple(i / 2 for i in range({16_384}))\n",
+            "one value off": f"    return [i / 2 for i in range({16_384 - 1})] + [0.0]\n",
+            "unpicklable": "    return (lambda: 0)\n",
+        }
+    )
+    assert verdicts == {
+        "same": "passed",
+        "ints": "passed",
+        "tuple of the same": "failed",
+        "one value off": "failed",
+        "unpicklable": "failed",
+    }

@@ -96,3 +96,19 @@ def test_a_zygote_outlives_the_thread_that_first_needed_it():
         assert zygotes.idle_processes() == before  # the same zygote ran it
     finally:
         zygotes.close()
+
+
+def test_programs_of_one_zygote_draw_their_own_random_numbers_and_see_no_preloaded_state():
+    """The zygote imports common modules once, `random` among them: each program still gets its
+    own random stream, and what a program does to a preloaded module stays in its own fork."""
+    program = (
+        "import math, random, sys, typing\n"
+        "print(random.random(), 'random' in sys.modules)\n"
+        "assert not hasattr(math, 'tampered')\n"
+        "math.tampered = True\n"
+        "raise ValueError('the traceback names this line')\n"
+    )
+    results = [run(program) for _ in range(4)]
+    assert all(r.outcome is Outcome.ERROR and r.error_type == "ValueError" for r in results)
+    assert all("raise ValueError('the traceback names this line')" in r.stderr for r in results)
+    assert len({r.stdout for r in results}) == 4, [r.stdout for r in results]

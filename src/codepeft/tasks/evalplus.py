@@ -27,7 +27,7 @@ from codepeft.execution import Limits
 from codepeft.metrics import pass_at_k_scores
 from codepeft.paths import cache_dir
 from codepeft.tasks.base import Prompt, Task
-from codepeft.tasks.evalplus_oracle import OUTPUT_NOT_NONE
+from codepeft.tasks.evalplus_oracle import OUTPUT_NOT_NONE, _digest, _normal
 from codepeft.tasks.humaneval import split_prompt
 from codepeft.tasks.scoring import score_execution
 
@@ -86,10 +86,10 @@ def load_problems(dataset: str) -> tuple[dict, ...]:
 
 @functools.cache
 def oracle(dataset: str) -> dict:
-    """The reference outputs and times, computed once per dataset file and machine (here 36 s for
-    HumanEval+, 106 s for MBPP+)."""
+    """The reference outputs, times and expected forms (`evalplus_oracle.expected`), computed once
+    per dataset file and machine (here 36 s for HumanEval+, 106 s for MBPP+)."""
     digest = hashlib.sha256(shipped_path(FILES[dataset]).read_bytes()).hexdigest()[:16]
-    path = cache_dir() / "evalplus" / f"{dataset}-{digest}.pkl"
+    path = cache_dir() / "evalplus" / f"{dataset}-{digest}-v2.pkl"  # v2: with the expected forms
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(".building")
@@ -105,22 +105,6 @@ def oracle(dataset: str) -> dict:
         return pickle.load(f)
 
 
-def _normal(x):
-    if isinstance(x, int) or (isinstance(x, float) and x.is_integer()):  # bools too; hex has no digit limit
-        return ("int", hex(int(x)))
-    if isinstance(x, list | tuple):
-        return type(x)(_normal(i) for i in x)
-    if isinstance(x, dict):
-        return ("dict", sorted((repr(_normal(k)), repr(_normal(v))) for k, v in x.items()))
-    if isinstance(x, set | frozenset):
-        return ("set", sorted(repr(_normal(i)) for i in x))
-    return x
-
-
-def _digest(x) -> str:
-    return hashlib.sha256(repr(_normal(x)).encode()).hexdigest()
-
-
 # The program run in the sandbox: the sample's code is executed in a fresh namespace, then
 # called on each input with its own time limit, output silenced; the first mismatch raises.
 HARNESS = """
@@ -134,8 +118,8 @@ class _Slow(BaseException):
 
 
 class _Digest:
-    def __init__(self, hex):
-        self.hex = hex
+    def __init__(self, hex, raw):
+        self.hex, self.raw = hex, raw
 
 
 def _alarm(signum, frame):
@@ -175,6 +159,11 @@ def _digit_distance(a, b):
 
 def _matches(dataset, entry, out, exp, inp, atol):
     if isinstance(exp, _Digest):  # a very large output: equal values have equal digests
+        try:
+            if hashlib.sha256(pickle.dumps(out, 4)).hexdigest() == exp.raw:
+                return True, atol  # pickled to the same bytes as the reference: equal
+        except Exception:
+            pass
         return _digest(out) == exp.hex, atol
     exact = out == exp
     if dataset == "mbpp":
@@ -208,12 +197,12 @@ def _run():
     namespace = {}
     sys.stdout = sys.stderr = quiet
     try:
-        exec(d["code"], namespace)
+        exec(_CODE, namespace)
         fn = namespace[d["entry"]]
     finally:
         sys.stdout, sys.stderr = real
     atol = d["atol"]
-    expected = [_Digest(e[1]) if e[:1] == ("sha256",) else e[0] for e in d["expected"]]
+    expected = [_Digest(*e[1:]) if e[:1] == ("sha256",) else e[0] for e in d["expected"]]
     for i, (inp, exp, limit) in enumerate(zip(d["inputs"], expected, d["limits"])):
         sys.stdout = sys.stderr = quiet
         signal.setitimer(signal.ITIMER_REAL, limit)
@@ -233,16 +222,38 @@ _run()
 """
 
 HARNESS_HEAD = "import hashlib\n\n" + inspect.getsource(_normal) + "\n" + inspect.getsource(_digest)
-LARGE_OUTPUT = 16_384  # bytes pickled: larger outputs travel as a digest
 
 
-def _expected(value):
-    """(value,) or, for a very large output (a few HumanEval+ inputs make megabytes), ("sha256",
-    digest of its normalised repr): ints, integral floats and bools alike, dicts and sets sorted,
-    so values equal under `==` have equal digests."""
-    if len(pickle.dumps(value)) <= LARGE_OUTPUT:
-        return (value,)
-    return ("sha256", _digest(value))
+def harness_program(payload: str, code: str) -> str:
+    """The sandboxed program: HARNESS on a problem's encoded payload (`_payload`) and a sample's code."""
+    return f"_PAYLOAD = {payload!r}\n_CODE = {code!r}\n{HARNESS_HEAD}{HARNESS}"
+
+
+def encode_payload(payload: dict) -> str:
+    return base64.b64encode(pickle.dumps(payload)).decode()
+
+
+@functools.lru_cache(maxsize=1024)
+def _payload(dataset: str, part: str, task_id: str) -> str:
+    """A problem's inputs, expected outputs and time limits, pickled and base64-encoded: the
+    same for every sample of the problem, so built once (large outputs' digests take seconds)."""
+    problem = next(p for p in load_problems(dataset) if p["task_id"] == task_id)
+    truth = oracle(dataset)[task_id]
+    refused = set(truth[f"{part}_refused"])
+    keep = [i for i in range(len(problem[f"{part}_input"])) if i not in refused]
+    payload = {
+        "dataset": dataset,
+        "part": part,
+        "entry": problem["entry_point"],
+        "atol": problem["atol"],
+        "index": keep,
+        "inputs": [problem[f"{part}_input"][i] for i in keep],
+        "expected": [truth[f"{part}_expected"][i] for i in keep],
+        "limits": [max(MIN_TIME_LIMIT, TIME_LIMIT_FACTOR * truth[f"{part}_time"][i]) for i in keep],
+        "set_equal": SET_EQUAL,
+        "not_none": OUTPUT_NOT_NONE,
+    }
+    return encode_payload(payload)
 
 
 SET_EQUAL = (
@@ -290,24 +301,11 @@ class EvalPlus(Task):
         return replace(Limits(), cpu_seconds=total, wall_seconds=total + 2, memory_mb=4096)
 
     def program(self, problem, code):
-        truth = oracle(self.dataset)[problem["task_id"]]
-        refused = set(truth[f"{self.part}_refused"])
-        keep = [i for i in range(len(problem[f"{self.part}_input"])) if i not in refused]
-        payload = {
-            "dataset": self.dataset,
-            "part": self.part,
-            "entry": problem["entry_point"],
-            "code": code,
-            "atol": problem["atol"],
-            "index": keep,
-            "inputs": [problem[f"{self.part}_input"][i] for i in keep],
-            "expected": [_expected(truth[self.part][i]) for i in keep],
-            "limits": [max(MIN_TIME_LIMIT, TIME_LIMIT_FACTOR * truth[f"{self.part}_time"][i]) for i in keep],
-            "set_equal": SET_EQUAL,
-            "not_none": OUTPUT_NOT_NONE,
-        }
-        encoded = base64.b64encode(pickle.dumps(payload)).decode()
-        return f"_PAYLOAD = {encoded!r}\n{HARNESS_HEAD}{HARNESS}"
+        return harness_program(_payload(self.dataset, self.part, problem["task_id"]), code)
+
+    def reference_seconds(self, problem: dict) -> float:
+        """How long the reference took on this part's inputs (to start the longest runs first)."""
+        return sum(oracle(self.dataset)[problem["task_id"]][f"{self.part}_time"])
 
     def score(self, problems, completions, ks, pool):
         """Base inputs for every sample, plus inputs for those that passed them (EvalPlus's "+")."""
@@ -319,6 +317,9 @@ class EvalPlus(Task):
             if s["outcome"] == "passed"
         ]
         plus_task = EvalPlus(self.dataset, "plus")
+        # longest first (by the reference's time): a few problems take seconds, and started last
+        # they would leave the other workers idle at the end
+        again.sort(key=lambda ij: -plus_task.reference_seconds(problems[ij[0]]))
         jobs = [
             (
                 plus_task.program(problems[i], plus_task.code_of(problems[i], completions[i][j])),
