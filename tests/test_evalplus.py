@@ -144,7 +144,8 @@ def _large_output_verdicts(outputs: dict[str, str]) -> dict[str, str]:
         {"dataset": "humaneval", "part": "plus", "entry": "f", "atol": 0, "index": [0], "inputs": [[]],
          "expected": [form], "limits": [10.0], "set_equal": (), "not_none": ()}
     )  # fmt: skip
-    return {name: execute(harness_program(payload, f"def f():\n{body}")).outcome.value for name, body in outputs.items()}
+    programs = {name: harness_program(payload, f"def f():\n{body}") for name, body in outputs.items()}
+    return {name: execute(program).outcome.value for name, program in programs.items()}
 
 
 def test_a_large_output_is_matched_by_value_not_by_its_bytes():
