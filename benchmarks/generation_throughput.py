@@ -15,7 +15,8 @@ sequence, counted the same way for both) and problems per second, in two setting
 With `--model smollm2-135m` the reference is transformers' own fastest CPU path instead of the
 studies' loop: one `generate` call per problem that samples its n completions as one batch
 (`num_return_sequences`), with the default dynamic KV cache and with the static cache
-(`cache_implementation="static"`), whichever is faster on this machine. transformers' continuous
+(`cache_implementation="static"`), or one call for all problems (left-padded, dynamic cache),
+whichever is fastest on this machine. transformers' continuous
 batching (`generate_batch`) is not compared: it needs a paged-attention kernel that has no CPU
 implementation in transformers 5.23. Two settings: `fixed` (n=20, T=0.2, 128 tokens a sample) and
 `greedy` (n=1, the study's stop sequences, at most 128 tokens), where the completions must be the
@@ -33,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import finish, in_fresh_process, machine, run_worker  # noqa: E402
 
 N, TEMPERATURE, TOP_P, MAX_NEW = 20, 0.2, 0.95, 128
+REFERENCES = ("dynamic", "static", "batched")  # transformers' paths; the fastest is the reference
 
 
 def _setup(problems: int, mode: str, dtype: str = "fp32", model_name: str = "default"):
@@ -74,7 +76,8 @@ def worker_codepeft(problems: int, batch: int, mode: str, dtype: str = "fp32", m
 
 
 def worker_transformers(problems: int, mode: str, cache: str, model_name: str) -> dict:
-    """transformers' fastest CPU path: one `generate` per problem, its samples one batch."""
+    """transformers' CPU paths: one `generate` per problem, its samples one batch, with the dynamic
+    or the static cache; or ("batched") one `generate` for all problems, left-padded."""
     import torch
 
     from codepeft.generation.backends import truncate_at_stop
@@ -89,14 +92,18 @@ def worker_transformers(problems: int, mode: str, cache: str, model_name: str) -
         kwargs.update(do_sample=False, stop_strings=stop or None, tokenizer=tok)
     else:
         kwargs.update(do_sample=True, temperature=TEMPERATURE, top_p=TOP_P, num_return_sequences=N)
+    per_prompt = 1 if greedy else N
+    tok.padding_side = "left"
+    calls = [prompts] if cache == "batched" else [[p] for p in prompts]
     out = []
     started = time.perf_counter()
-    for p in prompts:
-        enc = tok(p, return_tensors="pt")
+    for call in calls:
+        enc = tok(call, return_tensors="pt", padding=True)
         with torch.no_grad():
             ids = model.generate(**enc, **kwargs)
         texts = tok.batch_decode(ids[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
-        out.append([truncate_at_stop(t, stop) for t in texts])
+        for i in range(len(call)):
+            out.append([truncate_at_stop(t, stop) for t in texts[i * per_prompt : (i + 1) * per_prompt]])
     elapsed = time.perf_counter() - started
     return {"time_s": elapsed, "tokens": _useful_tokens(tok, out), "samples": sum(len(s) for s in out),
             "texts": out if greedy else None}  # fmt: skip
@@ -106,7 +113,7 @@ def against_transformers(me: Path, model: str, problems: int, batch: int) -> dic
     """codepeft vs the faster of transformers' dynamic- and static-cache paths, per setting."""
     result = {}
     for mode in ("fixed", "greedy"):
-        refs = {c: in_fresh_process(me, "transformers", str(problems), mode, c, model) for c in ("dynamic", "static")}
+        refs = {c: in_fresh_process(me, "transformers", str(problems), mode, c, model) for c in REFERENCES}
         best = max(refs, key=lambda c: refs[c]["tokens"] / refs[c]["time_s"])
         ours = in_fresh_process(me, "codepeft", str(problems), str(batch), mode, "fp32", model)
         ref_tps = refs[best]["tokens"] / refs[best]["time_s"]

@@ -223,10 +223,16 @@ def test_finished_rows_leave_the_batch(tiny_model, monkeypatch):
 
     monkeypatch.setattr(model, "generate", recording)
     monkeypatch.setattr(HFBackend, "CHUNK", 2)
+    monkeypatch.setattr(HFBackend, "MIN_ROWS", 1)
     assert backend.generate(PROMPTS, settings, progress=False) == reference  # same text, chunk by chunk
     assert sizes[0] == 3 and len(sizes) > 1
     assert sizes == sorted(sizes, reverse=True)
     assert min(sizes) < 3  # rows that reached the stop string ("e" is frequent) stopped costing compute
+    # on a CPU, 2 or 3 rows run as 4 (copies of the first, discarded): the same text
+    sizes.clear()
+    monkeypatch.setattr(HFBackend, "MIN_ROWS", 4)
+    assert backend.generate(PROMPTS, settings, progress=False) == reference
+    assert sizes[0] == 4 and all(size in (1, 4) for size in sizes)
 
 
 @pytest.mark.parametrize("method", ["lora", "full"])
@@ -268,3 +274,111 @@ def test_per_task_limits_take_each_tasks_first_problems(tmp_path, tiny_model):
     )  # fmt: skip
     assert [len(results[t]["problems"]) for t in ("humaneval", "mbpp")] == [1, 3]
     assert (results["humaneval"]["limit"], results["mbpp"]["limit"]) == (1, 3)
+
+
+def test_each_prompt_is_computed_once_for_its_n_samples(tiny_model, monkeypatch):
+    """The prompt's KV cache is computed once and shared by its n samples (transformers repeats
+    the prompt n times before its forward pass); the samples are those of the unshared path."""
+    model, tok = _load(tiny_model, "llama")
+    backend = HFBackend(model, tok)
+    settings = GenerationSettings(n=4, temperature=0.8, top_p=0.9, max_new_tokens=6, batch_size=12, seed=1)
+    widths = []
+    original = model.forward
+
+    def recording(*args, **kwargs):
+        widths.append(tuple(kwargs["input_ids"].shape))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(model, "forward", recording)
+    backend.generate(PROMPTS, settings, progress=False)
+    prompt_width = max(len(ids) for ids in tok(PROMPTS)["input_ids"])
+    assert widths[0] == (3, prompt_width - 1)  # the prompts once each, all but their last token
+    assert all(w[1] == 1 for w in widths[1:]) and widths[1][0] == 12  # then one token a row, n rows a prompt
+    monkeypatch.undo()
+    # the shared cache gives each row the logits the repeated prompt gives it (to fp32 rounding)
+    tok.padding_side, tok.pad_token = "left", tok.pad_token or tok.eos_token
+    enc = tok(PROMPTS, return_tensors="pt", padding=True)
+    ids, mask = enc["input_ids"].repeat_interleave(4, 0), enc["attention_mask"].repeat_interleave(4, 0)
+    positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
+    with torch.no_grad():
+        cache = backend._shared_prefill(enc, 4, None)
+        shared = model(ids[:, -1:], attention_mask=mask, position_ids=positions[:, -1:], past_key_values=cache)
+        repeated = model(ids, attention_mask=mask, position_ids=positions)
+    assert torch.allclose(shared.logits[:, -1], repeated.logits[:, -1], atol=1e-5)
+
+
+@pytest.mark.parametrize("temperature", [0.2, 0.8, 1.0, 3.0])
+def test_top_p_keeps_the_tokens_transformers_keeps(temperature):
+    """`top_p_kept` ranks only the top tokens (growing the number until every row's nucleus ends
+    inside them) and keeps what `TopPLogitsWarper` keeps after sorting the whole vocabulary; a
+    token can differ only where its predecessors' mass equals top_p to within float rounding
+    (the two sum in opposite orders)."""
+    from transformers import TopPLogitsWarper
+
+    from codepeft.generation.sampling import top_p_kept
+
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(16, 4096, generator=generator) * 4 / temperature
+    logits[:, :3] += 12 / temperature  # peaked rows as a code model's, flat ones at high temperature
+    for top_p in (0.5, 0.95):
+        theirs = torch.isfinite(TopPLogitsWarper(top_p)(None, logits.clone()))
+        ours = top_p_kept(logits, top_p)
+        assert ours.any(dim=-1).all()
+        probs = logits.softmax(dim=-1)
+        for row, token in (theirs != ours).nonzero().tolist():
+            above = probs[row][probs[row] > probs[row, token]].sum()
+            assert abs(above - top_p) < 1e-4, (row, token, float(above))
+        assert (theirs != ours).sum() <= 2
+
+
+def test_the_stop_string_criterion_is_built_once(tiny_model, monkeypatch):
+    """transformers builds its stop-string tables on every `generate` call (seconds for a large
+    vocabulary); the backend builds them once per stop list and still stops each row."""
+    import transformers
+
+    from codepeft.generation import backends
+
+    model, tok = _load(tiny_model, "llama")
+    built = []
+    real = transformers.StopStringCriteria
+
+    def counting(*args, **kwargs):
+        built.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(backends, "StopStringCriteria", counting)
+    monkeypatch.setattr(HFBackend, "CHUNK", 2)
+    backend = HFBackend(model, tok)
+    settings = GenerationSettings(n=2, temperature=1.0, max_new_tokens=12, batch_size=2, stop=["e"], seed=2)
+    samples = backend.generate(PROMPTS, settings, progress=False)
+    assert len(built) == 1
+    assert all("e" not in s for c in samples for s in c)
+
+
+def test_the_growing_kv_cache_gives_the_dynamic_caches_logits(tiny_model):
+    """`GrowingLayer` writes into reserved room instead of concatenating: the same logits step
+    by step, across a buffer that fills up, rows dropped and rows repeated."""
+    from transformers import DynamicCache
+
+    from codepeft.generation.kv_cache import GrowingLayer, growing_cache
+
+    model, tok = _load(tiny_model, "llama")
+    ids = torch.randint(5, 100, (3, 150))
+    growing, dynamic = growing_cache(model), DynamicCache()
+    with torch.no_grad():
+        for cache in (growing, dynamic):
+            model(ids[:, :20], past_key_values=cache)
+        for step in range(20, 150):  # room for 20 + 128 positions: it grows at 149
+            if step == 60:
+                for cache in (growing, dynamic):
+                    cache.batch_select_indices(torch.tensor([0, 2]))
+                ids = ids[[0, 2]]
+            if step == 90:
+                for cache in (growing, dynamic):
+                    cache.batch_repeat_interleave(2)
+                ids = ids.repeat_interleave(2, 0)
+            logits = [model(ids[:, step : step + 1], past_key_values=c).logits for c in (growing, dynamic)]
+            assert torch.allclose(*logits, atol=1e-6), step
+    assert all(type(layer) is GrowingLayer for layer in growing.layers)
+    assert growing.get_seq_length() == dynamic.get_seq_length() == 150
+    assert growing.layers[0].key_buffer.shape[-2] >= 149 + 128  # grew once, room to spare again

@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 
 import torch
 from tqdm.auto import tqdm
-from transformers import LogitsProcessorList
+from transformers import LogitsProcessorList, StoppingCriteriaList, StopStringCriteria
 
 from codepeft.errors import CodepeftError
 from codepeft.families import MethodFamily
+from codepeft.generation.kv_cache import growing_cache
 from codepeft.generation.sampling import SeededSampling, row_seed
 from codepeft.models.loading import context_limit
 
@@ -82,6 +83,7 @@ class HFBackend(GenerationBackend):
         peft_config = getattr(model, "peft_config", {}).get("default")
         self.virtual_tokens = getattr(peft_config, "num_virtual_tokens", 0) or 0
         self.truncated_prompts = 0  # prompts cut on the left to fit the context window
+        self.stop_criteria: dict[tuple[str, ...], StopStringCriteria] = {}
 
     @property
     def compacting(self) -> bool:
@@ -96,6 +98,10 @@ class HFBackend(GenerationBackend):
         n = kwargs.pop("num_return_sequences")
         total = kwargs.pop("max_new_tokens")
         sampler = next(iter(kwargs.get("logits_processor") or []), None)
+        if n > 1 and enc["input_ids"].shape[1] > 1:
+            cache = self._shared_prefill(enc, n, adapters)
+        else:
+            cache = growing_cache(self.model)
         ids = enc["input_ids"].repeat_interleave(n, dim=0)
         mask = enc["attention_mask"].repeat_interleave(n, dim=0)
         row_adapters = [a for a in adapters for _ in range(n)] if adapters else None
@@ -103,13 +109,22 @@ class HFBackend(GenerationBackend):
         rows = list(range(ids.shape[0]))
         seeds = list(sampler.seeds) if sampler is not None else []
         texts: list[str] = [""] * len(rows)
-        cache, produced = None, 0
+        produced = 0
         while rows and produced < total:
             step = min(self.CHUNK, total - produced)
+            live = len(rows)
+            # copies of the first row fill a small batch up to MIN_ROWS on a CPU (discarded after)
+            small = 1 < live < self.MIN_ROWS and ids.device.type == "cpu"
+            run = rows + rows[:1] * (self.MIN_ROWS - live) if small else rows
+            if len(run) > live:
+                index = torch.tensor(list(range(live)) + [0] * (len(run) - live), device=ids.device)
+                ids, mask = ids[index], mask[index]
+                if cache is not None and cache.get_seq_length() > 0:
+                    cache.batch_select_indices(index)
             if sampler is not None:
-                sampler.seeds = [seeds[r] for r in rows]
+                sampler.seeds = [seeds[r] for r in run]
             if row_adapters is not None:
-                kwargs["adapter_names"] = [row_adapters[r] for r in rows]
+                kwargs["adapter_names"] = [row_adapters[r] for r in run]
             out = self.model.generate(
                 input_ids=ids,
                 attention_mask=mask,
@@ -118,7 +133,10 @@ class HFBackend(GenerationBackend):
                 return_dict_in_generate=True,
                 **kwargs,
             )
-            seqs, cache = out.sequences, out.past_key_values
+            seqs, cache = out.sequences[:live], out.past_key_values
+            mask = mask[:live]
+            if len(run) > live:
+                cache.batch_select_indices(torch.arange(live, device=seqs.device))
             produced += step
             new = seqs[:, start:]
             decoded = tok.batch_decode(new, skip_special_tokens=True)
@@ -138,6 +156,39 @@ class HFBackend(GenerationBackend):
         return texts
 
     CHUNK = 32  # tokens generated between two compactions of the batch
+    # A CPU batch of 2 or 3 rows is run as 4: matrix products of 2 or 3 rows run as that many
+    # one-row products (a SmolLM2-135M decode step: 63 ms for 1 row, 104 for 2, 127 for 3, 92 for
+    # 4, 95 for 8, measured on two cores).
+    MIN_ROWS = 4
+
+    def stop_criterion(self, stop: tuple[str, ...]) -> StopStringCriteria:
+        """transformers' stop-string criterion, built once per stop list. `generate(stop_strings=)`
+        builds a new one per call, and its own cache misses (its key is the vocabulary in the
+        tokenizer's dict order, which changes between calls): 2 s a call for a 49k vocabulary."""
+        if stop not in self.stop_criteria:
+            self.stop_criteria[stop] = StopStringCriteria(self.tokenizer, list(stop))
+        return self.stop_criteria[stop]
+
+    def _shared_prefill(self, enc: dict, n: int, adapters: list[str] | None):
+        """The KV cache of every prompt but its last token, computed once per prompt and repeated
+        for its n samples (transformers' `num_return_sequences` repeats the prompt before the
+        forward pass, so it computes a HumanEval prompt's cache 20 times over). `generate` then
+        starts from the last prompt token, as it does when a chunk continues a cache."""
+        ids, mask = enc["input_ids"][:, :-1], enc["attention_mask"][:, :-1]
+        positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)  # as generate numbers them
+        extra = {"adapter_names": adapters} if adapters is not None else {}
+        out = self.model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=growing_cache(self.model),
+            use_cache=True,
+            logits_to_keep=1,
+            **extra,
+        )
+        cache = out.past_key_values
+        cache.batch_repeat_interleave(n)
+        return cache
 
     def prompt_budget(self, max_new_tokens: int) -> int | None:
         if self.context is None or self.encoder_decoder:
@@ -218,7 +269,7 @@ class HFBackend(GenerationBackend):
                 [SeededSampling(settings.temperature, settings.top_p, rows)]
             )
         if settings.stop:
-            kwargs.update(stop_strings=settings.stop, tokenizer=tok)
+            kwargs["stopping_criteria"] = StoppingCriteriaList([self.stop_criterion(tuple(settings.stop))])
         with torch.no_grad():
             if self.compacting:
                 texts = self._generate_compacting(enc, kwargs, settings.stop, adapters)
