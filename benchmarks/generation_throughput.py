@@ -35,6 +35,7 @@ from common import finish, in_fresh_process, machine, run_worker  # noqa: E402
 
 N, TEMPERATURE, TOP_P, MAX_NEW = 20, 0.2, 0.95, 128
 REFERENCES = ("dynamic", "static", "batched")  # transformers' paths; the fastest is the reference
+REFERENCE_NAMES = {"dynamic": "dynamic cache", "static": "static cache", "batched": "all problems in one call"}
 
 
 def _setup(problems: int, mode: str, dtype: str = "fp32", model_name: str = "default"):
@@ -118,7 +119,7 @@ def against_transformers(me: Path, model: str, problems: int, batch: int) -> dic
         ours = in_fresh_process(me, "codepeft", str(problems), str(batch), mode, "fp32", model)
         ref_tps = refs[best]["tokens"] / refs[best]["time_s"]
         row = {
-            "reference": f"transformers generate, {best} cache",
+            "reference": "transformers generate, " + REFERENCE_NAMES[best],
             "transformers_tokens_per_s": {c: r["tokens"] / r["time_s"] for c, r in refs.items()},
             "reference_tokens_per_s": ref_tps,
             "codepeft_tokens_per_s": ours["tokens"] / ours["time_s"],
