@@ -30,7 +30,7 @@ def top_p_kept(scores: torch.Tensor, top_p: float) -> torch.Tensor:
     predecessors hold less than `top_p` of the mass (at least one), as transformers'
     `TopPLogitsWarper` keeps them. It sorts the whole vocabulary each step (75 ms a step for 40
     rows of a 49k vocabulary on two cores); the kept tokens are few, so the top k are ranked
-    instead, k doubling until every row's nucleus ends inside them."""
+    instead, k growing fourfold until every row's nucleus ends inside them."""
     probs = scores.float().softmax(dim=-1)
     vocab = probs.shape[-1]
     k = min(64, vocab)
@@ -63,8 +63,8 @@ class SeededSampling(LogitsProcessor):
             scores = scores.masked_fill(~top_p_kept(scores, self.top_p), float("-inf"))
         if len(self.seeds) != scores.shape[0]:
             raise RuntimeError(f"{len(self.seeds)} sampling seeds for a batch of {scores.shape[0]} rows")
-        # Noise only for the tokens the warpers kept (a handful at low temperature with top-p), in
-        # token order: which tokens are kept depends on the row's own logits only.
+        # Noise only for the tokens top-p kept (a handful at low temperature), in token order:
+        # which tokens are kept depends on the row's own logits only.
         kept = torch.isfinite(scores)
         out = torch.full_like(scores, float("-inf"))
         generator = torch.Generator(device="cpu")

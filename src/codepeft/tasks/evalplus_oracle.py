@@ -66,7 +66,8 @@ def contract_function(problem: dict, dataset: str) -> str | None:
 
 
 def reference(problem: dict, dataset: str) -> dict:
-    """Outputs and seconds per base and plus input, and the inputs the contract refuses."""
+    """Expected forms of the outputs and seconds per base and plus input, and the inputs the
+    contract refuses."""
     code = problem["canonical_solution"] if dataset == "mbpp" else problem["prompt"] + problem["canonical_solution"]
     namespace: dict = {}
     exec(code, namespace)
@@ -93,8 +94,9 @@ def reference(problem: dict, dataset: str) -> dict:
             result = fn(*args)
             seconds.append(time.time() - start)
             outputs.append(result is not None if problem["entry_point"] in OUTPUT_NOT_NONE else result)
-        out[part], out[f"{part}_time"], out[f"{part}_refused"] = outputs, seconds, refused
+        # the outputs as the sandbox receives them (`expected`); the raw values are not kept
         out[f"{part}_expected"] = [expected(v) for v in outputs]
+        out[f"{part}_time"], out[f"{part}_refused"] = seconds, refused
     return out
 
 
