@@ -86,8 +86,8 @@ def load_problems(dataset: str) -> tuple[dict, ...]:
 
 @functools.cache
 def oracle(dataset: str) -> dict:
-    """The reference outputs, times and expected forms (`evalplus_oracle.expected`), computed once
-    per dataset file and machine (here 36 s for HumanEval+, 106 s for MBPP+)."""
+    """The reference's outputs (as `evalplus_oracle.expected` forms) and times, computed once per
+    dataset file and machine (here 36 s for HumanEval+, 106 s for MBPP+)."""
     digest = hashlib.sha256(shipped_path(FILES[dataset]).read_bytes()).hexdigest()[:16]
     path = cache_dir() / "evalplus" / f"{dataset}-{digest}-v2.pkl"  # v2: with the expected forms
     if not path.exists():
