@@ -473,8 +473,9 @@ def test_held_out_loss_is_computed_in_chunks_with_per_example_attention(tmp_path
 @pytest.mark.parametrize("dropout", [0.0, 0.1])
 def test_fused_lora_update_equals_pefts_forward_and_keeps_less(tiny_model, dropout):
     """Training's LoRA kernel computes what peft's forward computes (same dropout masks, same
-    loss, same gradients of the LoRA factors), autograd keeps less for it (as the estimate's
-    trace of it shows), and DoRA layers run peft's own forward."""
+    loss, same gradients of the LoRA factors, and of a base layer's weight and bias where they
+    train), autograd keeps less for it (as the estimate's trace of it shows), and DoRA layers
+    run peft's own forward."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
@@ -486,6 +487,9 @@ def test_fused_lora_update_equals_pefts_forward_and_keeps_less(tiny_model, dropo
     base = AutoModelForCausalLM.from_pretrained(tiny_model("llama"))
     config = LoraConfig(r=4, lora_dropout=dropout, target_modules="all-linear", init_lora_weights=False)
     model = get_peft_model(base, config).train()
+    trained = model.base_model.model.model.layers[0].self_attn.q_proj.base_layer
+    trained.weight.requires_grad_(True)
+    trained.bias = torch.nn.Parameter(torch.randn(trained.out_features))
     ids = torch.randint(0, 100, (2, 16))
 
     def loss_and_grads(fused: bool):
@@ -498,15 +502,16 @@ def test_fused_lora_update_equals_pefts_forward_and_keeps_less(tiny_model, dropo
         return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
 
     calls = []
-    real = lora_kernel._LoraUpdate.apply
+    real = lora_kernel._LoraLinear.apply
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(lora_kernel._LoraUpdate, "apply", lambda *a: calls.append(1) or real(*a))
+        mp.setattr(lora_kernel._LoraLinear, "apply", lambda *a: calls.append(1) or real(*a))
         loss, grads = loss_and_grads(True)
     reference, reference_grads = loss_and_grads(False)
     assert len(calls) == sum(1 for n, _ in model.named_modules() if n.endswith("lora_A"))
     torch.testing.assert_close(loss, reference, atol=1e-6, rtol=1e-6)
     for name, grad in grads.items():
         torch.testing.assert_close(grad, reference_grads[name], atol=1e-6, rtol=1e-5, msg=name)
+    assert {"base_layer.weight", "base_layer.bias"} <= {".".join(n.split(".")[-2:]) for n in grads}
 
     with torch.device("meta"):
         meta = get_peft_model(AutoModelForCausalLM.from_config(base.config), config)
@@ -518,6 +523,6 @@ def test_fused_lora_update_equals_pefts_forward_and_keeps_less(tiny_model, dropo
     dora = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model("llama")), LoraConfig(r=4, use_dora=True))
     calls.clear()
     with pytest.MonkeyPatch.context() as mp, lora_kernel.fused_lora_enabled(dora):
-        mp.setattr(lora_kernel._LoraUpdate, "apply", lambda *a: calls.append(1) or real(*a))
+        mp.setattr(lora_kernel._LoraLinear, "apply", lambda *a: calls.append(1) or real(*a))
         dora.train()(input_ids=ids, labels=ids).loss.backward()
     assert not calls

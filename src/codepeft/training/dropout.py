@@ -41,17 +41,14 @@ class _Dropout(torch.autograd.Function):
         mask = keep_mask(x.shape, p)
         ctx.save_for_backward(mask)
         ctx.scale = 1.0 / (1.0 - p)
-        return x.mul(_scaled(mask, x.dtype, ctx.scale))
+        # `where` and an in-place multiply by the bool mask are single vectorised passes; converting
+        # the mask to floats first (or an out-of-place multiply by it) is a slow generic cast.
+        return torch.where(mask, x, 0.0).mul_(ctx.scale)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         (mask,) = ctx.saved_tensors
-        return grad.mul(_scaled(mask, grad.dtype, ctx.scale)), None
-
-
-def _scaled(mask: torch.Tensor, dtype: torch.dtype, scale: float) -> torch.Tensor:
-    # bool -> float goes through a slow generic cast; the same bytes read as uint8 convert fast.
-    return mask.view(torch.uint8).to(dtype).mul_(scale)
+        return grad.mul(ctx.scale).mul_(mask), None
 
 
 def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:

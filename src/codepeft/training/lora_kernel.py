@@ -1,12 +1,14 @@
-"""LoRA's training step on CPU as one autograd node: dropout, the two thin products and the
-scaled update together.
+"""A LoRA linear layer's training step on CPU as one autograd node: the frozen product, dropout,
+the two thin products and the scaled update together.
 
 peft computes `result + lora_B(lora_A(dropout(x))) * scaling` as separate operations: the dropped
 input is a new tensor the size of `x` that autograd keeps for `lora_A`'s gradient (one per LoRA
 layer, although q, k and v read the same `x`), and the scaling and the addition are two more
 passes over the output. Here the node keeps `x` itself (shared by the layers that read it) and
 the dropout mask (booleans, as torch keeps them), recomputes the dropped input in the backward
-pass, and adds the scaled update with one `addmm`. Masks are drawn exactly as
+pass, applies dropout's 1/(1-p) to the rank-r product rather than to the input, and adds the
+scaled update into the frozen product in place; in the backward pass both gradients of `x` meet
+in one `addmm`. Masks are drawn exactly as
 `codepeft.training.dropout` draws them for peft's path, in the same order, so a run consumes
 the same random numbers; gradients equal peft's to rounding (tests/test_training.py).
 
@@ -21,38 +23,49 @@ import contextlib
 
 import torch
 
-from codepeft.training.dropout import _scaled, keep_mask
+from codepeft.training.dropout import keep_mask
 
 
-class _LoraUpdate(torch.autograd.Function):
-    """result + scaling * (dropout(x) @ A.T) @ B.T, for 2-D `x` and `result`."""
+class _LoraLinear(torch.autograd.Function):
+    """x @ W.T + bias + scaling * (dropout(x) @ A.T) @ B.T, for 2-D `x`.
+
+    The frozen product is computed here too, so the update is added into it in place and, in the
+    backward pass, the frozen and the LoRA gradients of `x` meet inside one `addmm` instead of
+    autograd adding two tensors of x's size (and `addmm` first copying the frozen output)."""
 
     @staticmethod
-    def forward(ctx, x, result, a, b, p: float, scaling: float):
+    def forward(ctx, x, weight, bias, a, b, p: float, scaling: float):
         mask = None
         if p > 0.0:  # on the meta device (`codepeft estimate`'s trace) a mask of the same shape
             mask = torch.empty(x.shape, dtype=torch.bool, device="meta") if x.is_meta else keep_mask(x.shape, p)
-        dropped = x.mul(_scaled(mask, x.dtype, 1.0 / (1.0 - p))) if mask is not None else x
-        h = dropped @ a.t()
-        ctx.save_for_backward(x, mask, h, a, b)
-        ctx.p, ctx.scaling = p, scaling
-        return torch.addmm(result, h, b.t(), alpha=scaling)
+        # The dropout scale 1/(1-p) multiplies the rank-r product, not the input: one pass over
+        # `x` (`where`) instead of converting the mask to floats and multiplying twice.
+        h = x @ a.t() if mask is None else (torch.where(mask, x, 0.0) @ a.t()).mul_(1.0 / (1.0 - p))
+        result = x @ weight.t() if bias is None else torch.addmm(bias, x, weight.t())
+        ctx.save_for_backward(x, weight, mask, h, a, b)
+        ctx.p, ctx.scaling, ctx.bias = p, scaling, bias is not None
+        return result.addmm_(h, b.t(), alpha=scaling)
 
     @staticmethod
     def backward(ctx, grad):
-        x, mask, h, a, b = ctx.saved_tensors
-        scale = _scaled(mask, x.dtype, 1.0 / (1.0 - ctx.p)) if mask is not None else None
+        x, weight, mask, h, a, b = ctx.saved_tensors
         grad_h = (grad @ b).mul_(ctx.scaling)
-        grad_x = grad_a = grad_b = None
+        if mask is not None:
+            grad_h.mul_(1.0 / (1.0 - ctx.p))  # rank-r wide: cheaper here than at x's width
+        grad_x = grad_w = grad_bias = grad_a = grad_b = None
         if ctx.needs_input_grad[0]:
-            grad_x = grad_h @ a
-            if scale is not None:
-                grad_x.mul_(scale)
-        if ctx.needs_input_grad[2]:
-            grad_a = grad_h.t() @ (x * scale if scale is not None else x)
+            # (an in-place multiply reads the bool mask as 0/1 in one vectorised pass)
+            lora = grad_h @ a if mask is None else (grad_h @ a).mul_(mask)
+            grad_x = lora.addmm_(grad, weight)
+        if ctx.needs_input_grad[1]:
+            grad_w = grad.t() @ x
+        if ctx.bias and ctx.needs_input_grad[2]:
+            grad_bias = grad.sum(0)
         if ctx.needs_input_grad[3]:
+            grad_a = grad_h.t() @ (x if mask is None else torch.where(mask, x, 0.0))
+        if ctx.needs_input_grad[4]:
             grad_b = (grad.t() @ h).mul_(ctx.scaling)
-        return grad_x, grad, grad_a, grad_b, None, None
+        return grad_x, grad_w, grad_bias, grad_a, grad_b, None, None
 
 
 def _covered(layer, x: torch.Tensor, args, kwargs) -> str | None:
@@ -70,7 +83,10 @@ def _covered(layer, x: torch.Tensor, args, kwargs) -> str | None:
     base = getattr(layer.base_layer, "weight", None)
     if x.device.type not in ("cpu", "meta") or torch.is_autocast_enabled("cpu") or x.dtype != a.weight.dtype:
         return None
-    return name if type(layer.base_layer) is torch.nn.Linear and base.dtype == x.dtype else None
+    if type(layer.base_layer) is not torch.nn.Linear or base.dtype != x.dtype:
+        return None
+    hooked = layer.base_layer._forward_hooks or layer.base_layer._forward_pre_hooks
+    return None if hooked else name  # the node computes the base layer's product without calling it
 
 
 def _forward(layer):
@@ -80,18 +96,19 @@ def _forward(layer):
         name = _covered(layer, x, args, kwargs)
         if name is None:
             return original(x, *args, **kwargs)
-        result = layer.base_layer(x)
+        base = layer.base_layer
         dropout = layer.lora_dropout[name]
         p = dropout.p if isinstance(dropout, torch.nn.Dropout) and dropout.training else 0.0
-        flat = _LoraUpdate.apply(
+        flat = _LoraLinear.apply(
             x.reshape(-1, x.shape[-1]),
-            result.reshape(-1, result.shape[-1]),
+            base.weight,
+            base.bias,
             layer.lora_A[name].weight,
             layer.lora_B[name].weight,
             p,
             float(layer.scaling[name]),
         )
-        return flat.view(result.shape)
+        return flat.view(*x.shape[:-1], flat.shape[-1])
 
     return forward
 

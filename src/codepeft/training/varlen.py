@@ -34,21 +34,20 @@ def varlen_attention(module, query, key, value, attention_mask, dropout=0.0, sca
     if bounds is None or query.shape[0] != 1 or query.shape[2] != int(bounds[-1]):
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
     edges = bounds.tolist()
-    if dropout > 0.0 and query.device.type == "cpu" and fast.active():
-        if key.shape[1] != query.shape[1]:
-            key = repeat_kv(key, query.shape[1] // key.shape[1])
-            value = repeat_kv(value, query.shape[1] // value.shape[1])
+    lengths = [e - s for s, e in zip(edges[:-1], edges[1:], strict=True)]
+    unfused = dropout > 0.0 and query.device.type == "cpu" and fast.active()
+    if unfused and key.shape[1] != query.shape[1]:
+        key = repeat_kv(key, query.shape[1] // key.shape[1])
+        value = repeat_kv(value, query.shape[1] // value.shape[1])
+    # `split`, not a slice per example: its backward joins the examples' gradients in one pass,
+    # where each slice's backward would fill a zero tensor of the whole row and add it up.
+    parts = zip(*(t.split(lengths, dim=2) for t in (query, key, value)), strict=True)
+    if unfused:
         scale = query.shape[-1] ** -0.5 if scaling is None else scaling
-        outputs = [
-            _causal_attention(query[:, :, s:e], key[:, :, s:e], value[:, :, s:e], scale, dropout)
-            for s, e in zip(edges[:-1], edges[1:], strict=True)
-        ]
+        outputs = [_causal_attention(q, k, v, scale, dropout) for q, k, v in parts]
     else:
         outputs = [
-            sdpa_attention_forward(
-                module, query[:, :, s:e], key[:, :, s:e], value[:, :, s:e], None, dropout, scaling, is_causal=True
-            )[0]
-            for s, e in zip(edges[:-1], edges[1:], strict=True)
+            sdpa_attention_forward(module, q, k, v, None, dropout, scaling, is_causal=True)[0] for q, k, v in parts
         ]
     return torch.cat(outputs, dim=1), None  # (batch, sequence, heads, head_dim), as SDPA's
 
