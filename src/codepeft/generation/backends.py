@@ -21,6 +21,7 @@ from transformers import LogitsProcessorList, StoppingCriteriaList, StopStringCr
 
 from codepeft.errors import CodepeftError
 from codepeft.families import MethodFamily
+from codepeft.generation.allocator import retain_freed_memory
 from codepeft.generation.kv_cache import growing_cache
 from codepeft.generation.sampling import SeededSampling, row_seed
 from codepeft.models.loading import context_limit
@@ -84,6 +85,8 @@ class HFBackend(GenerationBackend):
         self.virtual_tokens = getattr(peft_config, "num_virtual_tokens", 0) or 0
         self.truncated_prompts = 0  # prompts cut on the left to fit the context window
         self.stop_criteria: dict[tuple[str, ...], StopStringCriteria] = {}
+        if next(model.parameters()).device.type == "cpu":
+            retain_freed_memory()  # vocabulary-wide tensors every step (codepeft.generation.allocator)
 
     @property
     def compacting(self) -> bool:
