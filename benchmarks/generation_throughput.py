@@ -15,7 +15,8 @@ sequence, counted the same way for both) and problems per second, in two setting
 With `--model smollm2-135m` the reference is transformers' own fastest CPU path instead of the
 studies' loop: one `generate` call per problem that samples its n completions as one batch
 (`num_return_sequences`), with the default dynamic KV cache and with the static cache
-(`cache_implementation="static"`), or one call for all problems (left-padded, dynamic cache),
+(`cache_implementation="static"`), or one call for all problems (left-padded, dynamic cache; also
+with the allocator settings codepeft's generating processes apply, `codepeft.generation.allocator`),
 whichever is fastest on this machine. transformers' continuous
 batching (`generate_batch`) is not compared: it needs a paged-attention kernel that has no CPU
 implementation in transformers 5.23. Two settings: `fixed` (n=20, T=0.2, 128 tokens a sample) and
@@ -34,8 +35,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import finish, in_fresh_process, machine, run_worker  # noqa: E402
 
 N, TEMPERATURE, TOP_P, MAX_NEW = 20, 0.2, 0.95, 128
-REFERENCES = ("dynamic", "static", "batched")  # transformers' paths; the fastest is the reference
-REFERENCE_NAMES = {"dynamic": "dynamic cache", "static": "static cache", "batched": "all problems in one call"}
+REFERENCES = ("dynamic", "static", "batched", "batched-heap")  # transformers' paths; the fastest is the reference
+REFERENCE_NAMES = {
+    "dynamic": "dynamic cache", "static": "static cache", "batched": "all problems in one call",
+    "batched-heap": "all problems in one call, codepeft's allocator settings",
+}  # fmt: skip
 
 
 def _setup(problems: int, mode: str, dtype: str = "fp32", model_name: str = "default"):
@@ -85,6 +89,10 @@ def worker_transformers(problems: int, mode: str, cache: str, model_name: str) -
 
     model, tok, prompts, stop = _setup(problems, mode, "fp32", model_name)
     model.eval()
+    if cache == "batched-heap":  # what codepeft's generating processes set (codepeft.generation.allocator)
+        from codepeft.generation.allocator import retain_freed_memory
+
+        retain_freed_memory()
     greedy = mode == "greedy"
     kwargs = dict(max_new_tokens=MAX_NEW, pad_token_id=tok.pad_token_id or tok.eos_token_id)
     if cache == "static":
@@ -95,7 +103,7 @@ def worker_transformers(problems: int, mode: str, cache: str, model_name: str) -
         kwargs.update(do_sample=True, temperature=TEMPERATURE, top_p=TOP_P, num_return_sequences=N)
     per_prompt = 1 if greedy else N
     tok.padding_side = "left"
-    calls = [prompts] if cache == "batched" else [[p] for p in prompts]
+    calls = [prompts] if cache.startswith("batched") else [[p] for p in prompts]
     out = []
     started = time.perf_counter()
     for call in calls:
