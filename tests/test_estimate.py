@@ -144,3 +144,25 @@ def test_estimate_cli(tiny_model):
     assert bad.exit_code == 2 and "trains nothing" in bad.output
     with pytest.raises(CodepeftError, match="model directory not found: /no/such/model"):
         estimate("/no/such/model")
+
+
+def test_a_cpu_estimate_follows_the_runs_lora_kernel_setting(tiny_model):
+    """On a CPU, training's LoRA kernel (train.fast_dropout, the default) keeps one input per
+    block where peft's forward keeps a dropped copy per layer: `--no-fast-dropout` estimates the
+    latter, and only for the CPU (a GPU run uses peft's forward either way)."""
+    path = str(tiny_model("llama"))
+    kw = dict(seq_len=256, batch=4, dtype="fp32", method_options={"lora_dropout": 0.1})
+    kernel = estimate(path, "lora", device="cpu", **kw)
+    peft = estimate(path, "lora", device="cpu", fast_dropout=False, **kw)
+    assert peft.activations_bytes > kernel.activations_bytes
+    assert (
+        estimate(path, "lora", device="cuda", fast_dropout=False, **kw).activations_bytes
+        == estimate(path, "lora", device="cuda", **kw).activations_bytes
+    )
+    args = ["estimate", "--model", path, "--device", "cpu", "--dtype", "fp32", "--seq-len", "256", "--batch", "4",
+            "--method-opt", "lora_dropout=0.1", "--json"]  # fmt: skip
+    cli = [json.loads(CliRunner().invoke(app, args + extra).output) for extra in ([], ["--no-fast-dropout"])]
+    assert [c["without_checkpointing"]["activations_bytes"] for c in cli] == [
+        kernel.activations_bytes,
+        peft.activations_bytes,
+    ]

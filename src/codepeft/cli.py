@@ -590,6 +590,11 @@ def estimate(
     attention: str = typer.Option("sdpa", help="sdpa (no stored scores) or eager."),
     device: str = typer.Option("cuda", help="cuda adds the CUDA context; cpu adds nothing."),
     loss_chunk: int = typer.Option(1024, "--loss-chunk", help="train.loss_chunk of the run (0: all logits at once)."),
+    fast_dropout: bool = typer.Option(
+        True,
+        "--fast-dropout/--no-fast-dropout",
+        help="train.fast_dropout of the run (CPU: codepeft's LoRA kernel; off: peft's forward, which keeps more).",
+    ),  # fmt: skip
     memory: float = typer.Option(None, "--memory", help="GB available: says whether it fits and what would."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -602,6 +607,7 @@ def estimate(
     kwargs = dict(
         model=model, method=method, method_options=options, seq_len=seq_len, batch=batch, dtype=dtype,
         quantization=quantization, optimizer=optimizer, attention=attention, device=device, loss_chunk=loss_chunk,
+        fast_dropout=fast_dropout,
     )  # fmt: skip
     plain = predict(**kwargs)
     checkpointed = predict(**{**kwargs, "gradient_checkpointing": True})

@@ -186,6 +186,7 @@ def estimate(
     attention: str = "sdpa",
     device: str = "cuda",
     loss_chunk: int = 1024,
+    fast_dropout: bool = True,
 ) -> Estimate:
     from codepeft.config import ModelSpec
     from codepeft.methods import ApplyContext, count_parameters, get_method
@@ -228,7 +229,9 @@ def estimate(
     # Activations: what autograd keeps for the backward pass, traced from one forward pass of
     # the tuned model on the meta device (shapes only, no memory), batch x seq_len tokens.
     fused = attention == "sdpa" and (device == "cuda" or not d["attention_dropout"])
-    saved, logit_values = traced_activations(tuned, batch, seq_len, fused, lora_kernel=device == "cpu")
+    # on a CPU, `train.fast_dropout` (the default) trains LoRA layers with codepeft's kernel
+    kernel = device == "cpu" and fast_dropout
+    saved, logit_values = traced_activations(tuned, batch, seq_len, fused, lora_kernel=kernel)
     if gradient_checkpointing:  # each layer keeps its input; one layer is recomputed at a time
         activations = d["layers"] * batch * seq_len * d["hidden"] * width + saved / d["layers"]
     else:
