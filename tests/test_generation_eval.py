@@ -311,20 +311,21 @@ def test_each_prompt_is_computed_once_for_its_n_samples(tiny_model, monkeypatch)
 
 @pytest.mark.parametrize("temperature", [0.2, 0.8, 1.0, 3.0])
 def test_top_p_keeps_the_tokens_transformers_keeps(temperature):
-    """`top_p_kept` ranks only the top tokens (growing the number until every row's nucleus ends
+    """`nucleus` ranks only the top tokens (growing the number until every row's nucleus ends
     inside them) and keeps what `TopPLogitsWarper` keeps after sorting the whole vocabulary; a
     token can differ only where its predecessors' mass equals top_p to within float rounding
     (the two sum in opposite orders)."""
     from transformers import TopPLogitsWarper
 
-    from codepeft.generation.sampling import top_p_kept
+    from codepeft.generation.sampling import nucleus
 
     generator = torch.Generator().manual_seed(0)
     logits = torch.randn(16, 4096, generator=generator) * 4 / temperature
     logits[:, :3] += 12 / temperature  # peaked rows as a code model's, flat ones at high temperature
     for top_p in (0.5, 0.95):
         theirs = torch.isfinite(TopPLogitsWarper(top_p)(None, logits.clone()))
-        ours = top_p_kept(logits, top_p)
+        index, keep = nucleus(logits, top_p)
+        ours = torch.zeros_like(theirs).scatter_(1, index, keep)
         assert ours.any(dim=-1).all()
         probs = logits.softmax(dim=-1)
         for row, token in (theirs != ours).nonzero().tolist():

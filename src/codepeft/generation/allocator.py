@@ -18,23 +18,18 @@ other systems) are left alone. Training keeps glibc's defaults: there peak memor
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import sys
 
 MMAP_THRESHOLD = 64 << 20
 TRIM_THRESHOLD = 256 << 20
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's malloc.h
-_state: dict[str, bool] = {}
 
 
+@functools.cache
 def retain_freed_memory() -> bool:
     """Apply the settings above to this process (once); whether they are in effect."""
-    if "applied" not in _state:
-        _state["applied"] = _apply()
-    return _state["applied"]
-
-
-def _apply() -> bool:
     if not sys.platform.startswith("linux"):
         return False
     if any(name in os.environ for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")):

@@ -47,12 +47,6 @@ def nucleus(scores: torch.Tensor, top_p: float) -> tuple[torch.Tensor, torch.Ten
     return index, keep
 
 
-def top_p_kept(scores: torch.Tensor, top_p: float) -> torch.Tensor:
-    """`nucleus` as a mask over the vocabulary."""
-    index, keep = nucleus(scores, top_p)
-    return torch.zeros(scores.shape, dtype=torch.bool, device=scores.device).scatter_(1, index, keep)
-
-
 class SeededSampling(LogitsProcessor):
     """Turns greedy decoding into sampling at `temperature` / `top_p`, row by row (see above).
     `seeds` follows the rows of the batch; whoever drops rows between calls updates it."""
@@ -76,9 +70,9 @@ class SeededSampling(LogitsProcessor):
             ordered = index.masked_fill(~keep, scores.shape[-1]).sort(dim=-1).values
             counts = keep.sum(dim=-1).tolist()
             kept = [ordered[row, :count] for row, count in enumerate(counts)]
-        else:
-            kept = [torch.arange(scores.shape[-1], device=scores.device)] * scores.shape[0]
-        # Noise only for the tokens top-p kept (a handful at low temperature), in token order:
+        else:  # every token the earlier processors left finite
+            kept = [finite.nonzero().squeeze(1) for finite in torch.isfinite(scores)]
+        # Noise only for the kept tokens (a handful at low temperature with top-p), in token order:
         # which tokens are kept depends on the row's own logits only.
         generator = torch.Generator(device="cpu")
         noisy = []

@@ -43,7 +43,7 @@ class _LoraLinear(torch.autograd.Function):
         h = x @ a.t() if mask is None else (torch.where(mask, x, 0.0) @ a.t()).mul_(1.0 / (1.0 - p))
         result = x @ weight.t() if bias is None else torch.addmm(bias, x, weight.t())
         ctx.save_for_backward(x, weight, mask, h, a, b)
-        ctx.p, ctx.scaling, ctx.bias = p, scaling, bias is not None
+        ctx.p, ctx.scaling = p, scaling
         return result.addmm_(h, b.t(), alpha=scaling)
 
     @staticmethod
@@ -59,7 +59,7 @@ class _LoraLinear(torch.autograd.Function):
             grad_x = lora.addmm_(grad, weight)
         if ctx.needs_input_grad[1]:
             grad_w = grad.t() @ x
-        if ctx.bias and ctx.needs_input_grad[2]:
+        if ctx.needs_input_grad[2]:  # False where there is no bias
             grad_bias = grad.sum(0)
         if ctx.needs_input_grad[3]:
             grad_a = grad_h.t() @ (x if mask is None else torch.where(mask, x, 0.0))
