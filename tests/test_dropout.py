@@ -65,7 +65,7 @@ def test_models_dropout_modules_are_patched_only_inside_the_block(tiny_model):
     calls = []
     real = fast.keep_mask
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(fast, "keep_mask", lambda shape, p: calls.append(p) or real(shape, p))
+        mp.setattr(fast, "keep_mask", lambda shape, p, device: calls.append(p) or real(shape, p, device))
         ids = torch.randint(0, 100, (1, 12))
         with fast.fast_dropout_enabled(model):
             assert fast.active()

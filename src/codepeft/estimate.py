@@ -126,7 +126,7 @@ AttentionMaskInterface.register(FUSED, ALL_MASK_ATTENTION_FUNCTIONS["sdpa"])
 
 
 def traced_activations(
-    model, batch: int, seq_len: int, fused_attention: bool, lora_kernel: bool = False
+    model, batch: int, seq_len: int, fused_attention: bool, lora_kernel: bool = False, bool_masks: bool = False
 ) -> tuple[float, int]:
     """(bytes autograd keeps after a training forward pass of `model`, a meta-device model;
     number of logits). Every distinct storage saved for backward counts once, parameters not.
@@ -134,8 +134,12 @@ def traced_activations(
     Tracing the real forward pass follows each architecture and method exactly (norms kept in
     fp32, dropout masks, virtual tokens, adapters' inputs, eager attention's scores), which a
     per-layer formula cannot. SDPA is traced as the fused kernel the real device would run, and
-    LoRA layers, with `lora_kernel`, as training's CPU kernel (codepeft.training.lora_kernel)."""
+    LoRA layers, with `lora_kernel`, as training's CPU kernel (codepeft.training.lora_kernel).
+    Dropout modules keep one bool per element with `bool_masks` (CUDA's fused kernel and
+    training's CPU masks, codepeft.training.dropout), else a float mask (torch's CPU dropout,
+    and what the meta device traces by itself)."""
     from codepeft.models.loading import attention_implementation, base_model
+    from codepeft.training.dropout import fast_dropout_enabled
     from codepeft.training.lora_kernel import fused_lora_enabled
 
     base = base_model(model)
@@ -159,6 +163,7 @@ def traced_activations(
         with (
             attention_implementation(model, FUSED) if swap else contextlib.nullcontext(),
             fused_lora_enabled(model) if lora_kernel else contextlib.nullcontext(),
+            fast_dropout_enabled(model) if bool_masks else contextlib.nullcontext(),
             torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t),
         ):
             out = model(**inputs)  # (with its default cache: masks need no data-dependent checks)
@@ -213,7 +218,8 @@ def estimate(
     width = BYTES[dtype]
     d = _dims(config)
 
-    if quant in ("4bit", "8bit") and device == "cpu":
+    quantised_on_cpu = quant in ("4bit", "8bit") and device == "cpu"
+    if quantised_on_cpu:
         # bitsandbytes' CPU backend, measured: the peak holds the base in the compute dtype beside
         # the quantised copy (4-bit: its NF4 storage; 8-bit: a further copy of 4 bytes a value).
         weights = frozen * width + linear * ((4 + 0.127) / 8 if quant == "4bit" else 4.0)
@@ -229,9 +235,12 @@ def estimate(
     # Activations: what autograd keeps for the backward pass, traced from one forward pass of
     # the tuned model on the meta device (shapes only, no memory), batch x seq_len tokens.
     fused = attention == "sdpa" and (device == "cuda" or not d["attention_dropout"])
-    # on a CPU, `train.fast_dropout` (the default) trains LoRA layers with codepeft's kernel
-    kernel = device == "cpu" and fast_dropout
-    saved, logit_values = traced_activations(tuned, batch, seq_len, fused, lora_kernel=kernel)
+    # On a CPU, `train.fast_dropout` (the default) draws bool dropout masks and trains LoRA
+    # layers over plain linear layers with codepeft's kernel (bitsandbytes' layers take peft's
+    # forward, which keeps each dropped input); CUDA's dropout keeps bool masks by itself.
+    kernel = device == "cpu" and fast_dropout and not quantised_on_cpu
+    bool_masks = device == "cuda" or fast_dropout
+    saved, logit_values = traced_activations(tuned, batch, seq_len, fused, lora_kernel=kernel, bool_masks=bool_masks)
     if gradient_checkpointing:  # each layer keeps its input; one layer is recomputed at a time
         activations = d["layers"] * batch * seq_len * d["hidden"] * width + saved / d["layers"]
     else:

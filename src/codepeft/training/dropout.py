@@ -7,7 +7,8 @@ random bits fall below round(p * 65536), so the drop rate differs from p by at m
 The mask is kept as booleans for the backward pass, as torch's own dropout keeps it, so memory
 is unchanged. The generator is torch's default one: `seed` and checkpoint RNG states apply.
 
-Only CPU tensors take this path; elsewhere (CUDA's dropout is already fast) it is torch's.
+Only CPU tensors take this path (and meta ones, which `codepeft estimate` traces); elsewhere
+(CUDA's dropout is already fast) it is torch's.
 """
 
 from __future__ import annotations
@@ -27,8 +28,11 @@ def active() -> bool:
     return _active > 0
 
 
-def keep_mask(shape: torch.Size | tuple[int, ...], p: float) -> torch.Tensor:
-    """Booleans, True with probability 1 - p (to within 2**-17)."""
+def keep_mask(shape: torch.Size | tuple[int, ...], p: float, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Booleans, True with probability 1 - p (to within 2**-17); on the meta device (`codepeft
+    estimate`'s trace) an empty mask of the same shape and type."""
+    if torch.device(device).type == "meta":
+        return torch.empty(shape, dtype=torch.bool, device="meta")
     n = math.prod(shape)
     bits = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(1 << 63), None)
     threshold = _INT16_MIN + round(p * _LEVELS)
@@ -38,7 +42,7 @@ def keep_mask(shape: torch.Size | tuple[int, ...], p: float) -> torch.Tensor:
 class _Dropout(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, p: float) -> torch.Tensor:
-        mask = keep_mask(x.shape, p)
+        mask = keep_mask(x.shape, p, x.device)
         ctx.save_for_backward(mask)
         ctx.scale = 1.0 / (1.0 - p)
         # `where` and an in-place multiply by the bool mask are single vectorised passes; converting
@@ -57,7 +61,7 @@ def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
         return x
     if p >= 1.0:
         return torch.zeros_like(x)
-    if x.device.type != "cpu":
+    if x.device.type not in ("cpu", "meta"):  # (meta: what `codepeft estimate` traces)
         return torch.nn.functional.dropout(x, p, True)
     return _Dropout.apply(x, p)
 

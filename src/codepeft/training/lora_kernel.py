@@ -36,8 +36,8 @@ class _LoraLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, a, b, p: float, scaling: float):
         mask = None
-        if p > 0.0:  # on the meta device (`codepeft estimate`'s trace) a mask of the same shape
-            mask = torch.empty(x.shape, dtype=torch.bool, device="meta") if x.is_meta else keep_mask(x.shape, p)
+        if p > 0.0:
+            mask = keep_mask(x.shape, p, x.device)
         # The dropout scale 1/(1-p) multiplies the rank-r product, not the input: one pass over
         # `x` (`where`) instead of converting the mask to floats and multiplying twice.
         h = x @ a.t() if mask is None else (torch.where(mask, x, 0.0) @ a.t()).mul_(1.0 / (1.0 - p))
