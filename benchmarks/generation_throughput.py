@@ -15,7 +15,8 @@ sequence, counted the same way for both) and problems per second, in two setting
 With `--model smollm2-135m` the reference is transformers' own fastest CPU path instead of the
 studies' loop: one `generate` call per problem that samples its n completions as one batch
 (`num_return_sequences`), with the default dynamic KV cache and with the static cache
-(`cache_implementation="static"`), or one call for all problems (left-padded, dynamic cache; also
+(`cache_implementation="static"`, also compiled by transformers with torch.compile, its compilation
+not timed), or one call for all problems (left-padded, dynamic cache; also
 with the allocator settings codepeft's generating processes apply, `codepeft.generation.allocator`),
 whichever is fastest on this machine. transformers' continuous
 batching (`generate_batch`) is not compared: it needs a paged-attention kernel that has no CPU
@@ -35,9 +36,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import finish, in_fresh_process, machine, run_worker  # noqa: E402
 
 N, TEMPERATURE, TOP_P, MAX_NEW = 20, 0.2, 0.95, 128
-REFERENCES = ("dynamic", "static", "batched", "batched-heap")  # transformers' paths; the fastest is the reference
+REFERENCES = ("dynamic", "static", "compiled", "batched", "batched-heap")  # the fastest is the reference
 REFERENCE_NAMES = {
-    "dynamic": "dynamic cache", "static": "static cache", "batched": "all problems in one call",
+    "dynamic": "dynamic cache", "static": "static cache",
+    "compiled": "static cache compiled (torch.compile, warm-up not timed)", "batched": "all problems in one call",
     "batched-heap": "all problems in one call, codepeft's allocator settings",
 }  # fmt: skip
 
@@ -95,8 +97,13 @@ def worker_transformers(problems: int, mode: str, cache: str, model_name: str) -
         retain_freed_memory()
     greedy = mode == "greedy"
     kwargs = dict(max_new_tokens=MAX_NEW, pad_token_id=tok.pad_token_id or tok.eos_token_id)
-    if cache == "static":
+    if cache in ("static", "compiled"):
         kwargs["cache_implementation"] = "static"
+    if cache == "compiled":  # transformers compiles the static-cache forward itself, on a CPU when asked to
+        from transformers import CompileConfig
+
+        kwargs["compile_config"] = CompileConfig()
+        kwargs["compile_config"]._compile_all_devices = True
     if greedy:
         kwargs.update(do_sample=False, stop_strings=stop or None, tokenizer=tok)
     else:
@@ -105,6 +112,9 @@ def worker_transformers(problems: int, mode: str, cache: str, model_name: str) -
     tok.padding_side = "left"
     calls = [prompts] if cache.startswith("batched") else [[p] for p in prompts]
     out = []
+    if cache == "compiled":  # compile (about a minute on two cores) before the clock starts
+        with torch.no_grad():
+            model.generate(**tok(calls[0], return_tensors="pt", padding=True), **kwargs)
     started = time.perf_counter()
     for call in calls:
         enc = tok(call, return_tensors="pt", padding=True)

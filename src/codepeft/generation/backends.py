@@ -11,6 +11,7 @@ of several LoRA adapters of one base in one batch (codepeft.generation.together)
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -23,6 +24,9 @@ from codepeft.errors import CodepeftError
 from codepeft.families import MethodFamily
 from codepeft.generation.allocator import retain_freed_memory
 from codepeft.generation.kv_cache import growing_cache
+from codepeft.generation.packed_linear import PackedLinears
+from codepeft.generation.packed_linear import available as packing_available
+from codepeft.generation.packed_linear import fits as packing_fits
 from codepeft.generation.sampling import SeededSampling, row_seed
 from codepeft.models.loading import context_limit
 
@@ -85,8 +89,11 @@ class HFBackend(GenerationBackend):
         self.virtual_tokens = getattr(peft_config, "num_virtual_tokens", 0) or 0
         self.truncated_prompts = 0  # prompts cut on the left to fit the context window
         self.stop_criteria: dict[tuple[str, ...], StopStringCriteria] = {}
+        self.packed: PackedLinears | None = None
         if next(model.parameters()).device.type == "cpu":
             retain_freed_memory()  # vocabulary-wide tensors every step (codepeft.generation.allocator)
+            if packing_available() and packing_fits(model):  # (codepeft.generation.packed_linear)
+                self.packed = PackedLinears()
 
     @property
     def compacting(self) -> bool:
@@ -273,7 +280,7 @@ class HFBackend(GenerationBackend):
             )
         if settings.stop:
             kwargs["stopping_criteria"] = StoppingCriteriaList([self.stop_criterion(tuple(settings.stop))])
-        with torch.no_grad():
+        with torch.no_grad(), self.packed.enabled(self.model) if self.packed else contextlib.nullcontext():
             if self.compacting:
                 texts = self._generate_compacting(enc, kwargs, settings.stop, adapters)
             else:
