@@ -65,7 +65,11 @@ def _bf16_lines(t: dict) -> list[str]:
 
 def _tokens_per_s(row: dict, path: str) -> str:
     value = row["transformers_tokens_per_s"].get(path)
-    return "not measured" if value is None else f"{value:,.0f}"
+    return "not measured" if value is None else _rate(value)
+
+
+def _rate(value: float) -> str:
+    return f"{value:,.0f}" if value >= 100 else f"{value:.1f}"
 
 
 def _met(ok: bool) -> str:
@@ -326,16 +330,18 @@ def _round_two_sections(results: dict) -> list[str]:
             "",
             f"`benchmarks/generation_throughput.py --model smollm2-135m --problems {g['problems']}`: HumanEval prompts;"
             " the reference is transformers' `generate`, one call per problem sampling its n completions as one"
-            " batch, with the dynamic and with the static KV cache, or one call for all problems (left-padded,"
+            " batch, with the dynamic and with the static KV cache (the static one also compiled by `generate`"
+            " with torch.compile, compilation not timed), or one call for all problems (left-padded,"
             " dynamic cache), that last also with codepeft's allocator settings"
             " (`codepeft.generation.allocator`); the fastest is the reference. transformers' continuous batching"
             " needs a paged-attention kernel with no CPU implementation.",
             "",
             markdown_table(
-                ["setting", "codepeft tokens/s", "dynamic cache", "static cache", "all problems, one call",
+                ["setting", "codepeft tokens/s", "dynamic cache", "static cache", "static, compiled",
+                 "all problems, one call",
                  "one call, codepeft's allocator settings", "x best", "tokens a sample"],
-                [[mode, f"{r['codepeft_tokens_per_s']:,.0f}",
-                  *(_tokens_per_s(r, c) for c in ("dynamic", "static", "batched", "batched-heap")),
+                [[mode, _rate(r["codepeft_tokens_per_s"]),
+                  *(_tokens_per_s(r, c) for c in ("dynamic", "static", "compiled", "batched", "batched-heap")),
                   f"{r['speedup']:.2f}",
                   f"{r['tokens_per_sample']:.0f}"] for mode, r in (("fixed", g["fixed"]), ("greedy", g["greedy"]))],
             ),
