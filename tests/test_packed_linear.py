@@ -13,6 +13,12 @@ from codepeft.generation import packed_linear as pl
 pytestmark = pytest.mark.skipif(not pl.available(), reason="this torch build has no oneDNN")
 
 
+@pytest.fixture(autouse=True)
+def _pack_small_layers(monkeypatch):
+    """The tiny test models' layers are all below the size where packing pays: pack them anyway."""
+    monkeypatch.setattr(pl, "MIN_WEIGHTS", 1)
+
+
 def _llama(tiny_model, dtype=torch.float32):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -68,6 +74,8 @@ def test_packing_is_skipped_where_it_does_not_fit_or_cannot_run(tiny_model, monk
     assert HFBackend(model, tok).packed is None
     quantised = torch.nn.Sequential(type("Sub", (torch.nn.Linear,), {})(4, 4), torch.nn.Linear(4, 4).double())
     assert not any(pl._packable(m) for m in quantised.modules())  # subclasses and fp64 keep torch's linear
+    monkeypatch.setattr(pl, "MIN_WEIGHTS", 1 << 18)
+    assert not pl._packable(torch.nn.Linear(576, 8)) and pl._packable(torch.nn.Linear(576, 576))  # by size
 
 
 def test_the_cpu_backend_generates_with_packed_weights_and_the_same_text(tiny_model, monkeypatch):
