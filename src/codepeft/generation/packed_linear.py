@@ -9,10 +9,10 @@ product faster. SmolLM2-135M's weight products of one decode step on two cores (
 frozen models; no eager library does it for `generate`.
 
 `PackedLinears` packs each plain `nn.Linear` weight (fp32 or bf16, on the CPU, `MIN_WEIGHTS` or
-more) the first time it is used and again if the weight changes, and uses the packed copy only without autograd. The
-copies cost one more copy of the linear weights while the model generates, so a backend packs
-only where they fit well within the memory available (`fits`). Results equal torch's `linear`
-to rounding (oneDNN sums in another order).
+more) the first time it is used and again if the weight changes, and uses the packed copy only
+without autograd. The copies, kept as long as the backend, cost one more copy of those weights,
+so a backend packs only where they fit well within the memory available (`fits`). Results equal
+torch's `linear` to rounding (oneDNN sums in another order).
 """
 
 from __future__ import annotations
