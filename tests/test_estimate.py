@@ -29,6 +29,23 @@ def test_counts_equal_a_real_model(tiny_model, arch, method):
     assert (est.trainable_params, est.total_params) == (real["trainable_params"], real["total_params"])
 
 
+def _bytes_kept(model, **inputs) -> int:
+    """Bytes a real forward pass of `model` keeps for backward: distinct storages, parameters excluded."""
+    import torch
+
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    kept = {}
+
+    def pack(t):
+        if t.untyped_storage().data_ptr() not in params:
+            kept[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(**inputs, use_cache=False)
+    return sum(kept.values())
+
+
 @pytest.mark.numerics
 @pytest.mark.parametrize("arch", ["gpt_bigcode", "llama", "qwen2", "codegen", "t5"])
 @pytest.mark.parametrize("method", ["full", "lora", "ptuning", "adapter_houlsby"])
@@ -46,22 +63,13 @@ def test_traced_activations_are_what_a_real_forward_pass_keeps(tiny_model, arch,
     auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
     m = get_method(method)
     real = m.apply(auto.from_pretrained(path), m.options({}), ApplyContext(tokenizer_path=str(path))).train()
-    params = {p.data_ptr() for p in real.parameters()}
-    kept = {}
-
-    def pack(t):
-        if t.untyped_storage().data_ptr() not in params:
-            kept[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
     ids = torch.randint(3, 100, (3, 40))
     inputs = {"input_ids": ids, **({"decoder_input_ids": ids} if config.is_encoder_decoder else {})}
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        real(**inputs, use_cache=False)
+    kept = _bytes_kept(real, **inputs)
     meta = m.apply(_meta_model(config), m.options({}), ApplyContext(tokenizer_path=str(path)))
     fused = real.config._attn_implementation == "sdpa" and not _dims(config)["attention_dropout"]
     traced, logits = traced_activations(meta, 3, 40, fused)
-    assert traced == pytest.approx(sum(kept.values()), rel=1e-3)
+    assert traced == pytest.approx(kept, rel=1e-3)
     assert logits == real(**inputs).logits.numel()
 
 
@@ -87,21 +95,10 @@ def test_a_cpu_estimate_traces_what_cpu_training_keeps(tiny_model, method, fast_
     m = get_method(method)
     loaded = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     real = m.apply(loaded, m.options(options), ApplyContext(quantized=method == "qlora")).train()
-    params = {p.untyped_storage().data_ptr() for p in real.parameters()}
-    kept = {}
-
-    def pack(t):
-        if t.untyped_storage().data_ptr() not in params:
-            kept[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with (
-        training_kernels(real, varlen=False, fast_dropout=fast_dropout),
-        torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t),
-    ):
-        real(input_ids=torch.randint(3, 100, (2, 48)), use_cache=False)
+    with training_kernels(real, varlen=False, fast_dropout=fast_dropout):
+        kept = _bytes_kept(real, input_ids=torch.randint(3, 100, (2, 48)))
     est = estimate(path, method, options, seq_len=48, batch=2, dtype="fp32", device="cpu", fast_dropout=fast_dropout)
-    assert est.activations_bytes == pytest.approx(sum(kept.values()), rel=1e-3)
+    assert est.activations_bytes == pytest.approx(kept, rel=1e-3)
 
 
 def test_memory_moves_the_right_way(tiny_model):

@@ -19,6 +19,14 @@ def _pack_small_layers(monkeypatch):
     monkeypatch.setattr(pl, "MIN_WEIGHTS", 1)
 
 
+def _count_packed_calls(monkeypatch) -> list:
+    """A list that grows by one for every call of oneDNN's packed linear."""
+    calls = []
+    real = torch.ops.mkldnn._linear_pointwise
+    monkeypatch.setattr(pl.torch.ops.mkldnn, "_linear_pointwise", lambda *a: calls.append(1) or real(*a), raising=False)
+    return calls
+
+
 def _llama(tiny_model, dtype=torch.float32):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -32,9 +40,7 @@ def test_packed_layers_give_linears_products(tiny_model, dtype, monkeypatch):
     ids = torch.randint(3, 100, (3, 9))
     with torch.no_grad():
         plain = model(input_ids=ids).logits
-    calls = []
-    real = torch.ops.mkldnn._linear_pointwise
-    monkeypatch.setattr(pl.torch.ops.mkldnn, "_linear_pointwise", lambda *a: calls.append(1) or real(*a), raising=False)
+    calls = _count_packed_calls(monkeypatch)
     packs = pl.PackedLinears()
     linears = [m for m in model.modules() if type(m) is torch.nn.Linear]
     with packs.enabled(model), torch.no_grad():
@@ -81,9 +87,7 @@ def test_packing_is_skipped_where_it_does_not_fit_or_cannot_run(tiny_model, monk
 def test_the_cpu_backend_generates_with_packed_weights_and_the_same_text(tiny_model, monkeypatch):
     model, tok = _llama(tiny_model)
     backend = HFBackend(model, tok)
-    calls = []
-    real = torch.ops.mkldnn._linear_pointwise
-    monkeypatch.setattr(pl.torch.ops.mkldnn, "_linear_pointwise", lambda *a: calls.append(1) or real(*a), raising=False)
+    calls = _count_packed_calls(monkeypatch)
     prompts = ["def add(a, b):\n", "x = [1, 2"]
     greedy = GenerationSettings(max_new_tokens=12, batch_size=2)
     sampled = GenerationSettings(n=3, temperature=0.8, top_p=0.95, max_new_tokens=12, batch_size=6)

@@ -22,11 +22,9 @@ from transformers import LogitsProcessorList, StoppingCriteriaList, StopStringCr
 
 from codepeft.errors import CodepeftError
 from codepeft.families import MethodFamily
+from codepeft.generation import packed_linear
 from codepeft.generation.allocator import retain_freed_memory
 from codepeft.generation.kv_cache import growing_cache
-from codepeft.generation.packed_linear import PackedLinears
-from codepeft.generation.packed_linear import available as packing_available
-from codepeft.generation.packed_linear import fits as packing_fits
 from codepeft.generation.sampling import SeededSampling, row_seed
 from codepeft.models.loading import context_limit
 
@@ -89,11 +87,11 @@ class HFBackend(GenerationBackend):
         self.virtual_tokens = getattr(peft_config, "num_virtual_tokens", 0) or 0
         self.truncated_prompts = 0  # prompts cut on the left to fit the context window
         self.stop_criteria: dict[tuple[str, ...], StopStringCriteria] = {}
-        self.packed: PackedLinears | None = None
+        self.packed: packed_linear.PackedLinears | None = None
         if next(model.parameters()).device.type == "cpu":
             retain_freed_memory()  # vocabulary-wide tensors every step (codepeft.generation.allocator)
-            if packing_available() and packing_fits(model):  # (codepeft.generation.packed_linear)
-                self.packed = PackedLinears()
+            if packed_linear.available() and packed_linear.fits(model):
+                self.packed = packed_linear.PackedLinears()
 
     @property
     def compacting(self) -> bool:
