@@ -159,7 +159,7 @@ def test_a_mixed_batch_row_gets_the_single_adapter_numbers_on_a_bf16_base(tiny_m
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from codepeft.generation.mixed_lora import exact_mixed_batches
+    from codepeft.generation.lora_inference import lean_lora
 
     torch.manual_seed(0)
     base = AutoModelForCausalLM.from_pretrained(tiny_model("llama"), dtype=torch.bfloat16)
@@ -179,7 +179,7 @@ def test_a_mixed_batch_row_gets_the_single_adapter_numbers_on_a_bf16_base(tiny_m
             alone["__base__"] = model(input_ids=ids).logits
         names = ["a"] * 3 + ["b"] * 3 + ["__base__"] * 3
         batch = ids.repeat(3, 1)
-        with exact_mixed_batches(model):
+        with lean_lora(model):
             mixed = model(input_ids=batch, adapter_names=names).logits
         peft_mixed = model(input_ids=batch, adapter_names=names).logits
     for i, adapter in enumerate(("a", "b", "__base__")):

@@ -22,9 +22,10 @@ from transformers import LogitsProcessorList, StoppingCriteriaList, StopStringCr
 
 from codepeft.errors import CodepeftError
 from codepeft.families import MethodFamily
-from codepeft.generation import packed_linear
+from codepeft.generation import decode_attention, packed_linear
 from codepeft.generation.allocator import retain_freed_memory
 from codepeft.generation.kv_cache import growing_cache
+from codepeft.generation.lora_inference import lean_lora
 from codepeft.generation.sampling import SeededSampling, row_seed
 from codepeft.models.loading import context_limit
 
@@ -278,7 +279,8 @@ class HFBackend(GenerationBackend):
             )
         if settings.stop:
             kwargs["stopping_criteria"] = StoppingCriteriaList([self.stop_criterion(tuple(settings.stop))])
-        with torch.no_grad(), self.packed.enabled(self.model) if self.packed else contextlib.nullcontext():
+        packed = self.packed.enabled(self.model) if self.packed else contextlib.nullcontext()
+        with torch.no_grad(), packed, lean_lora(self.model), decode_attention.enabled(self.model):
             if self.compacting:
                 texts = self._generate_compacting(enc, kwargs, settings.stop, adapters)
             else:

@@ -8,7 +8,7 @@ at once: merged batch j holds each member's batch j, the batch it would generate
 row goes through its member's adapter (peft's mixed-batch inference; "__base__" rows through
 none: zero-shot and the prompting baselines). Since a member's batches are its own and every
 row samples from its own random stream (codepeft.generation.sampling), and a LoRA row is added
-to its base output as peft's single-adapter forward adds it (codepeft.generation.mixed_lora), a
+to its base output as peft's single-adapter forward adds it (codepeft.generation.lora_inference), a
 member gets the completions it would get evaluated alone; tests/test_together.py checks it.
 
 Members whose calls differ in settings (other than the seed) are answered in separate merged
@@ -17,13 +17,11 @@ calls; a member that ends (or fails) leaves, so the others never wait for it.
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from dataclasses import dataclass, field, replace
 
 from codepeft.errors import CodepeftError
 from codepeft.generation.backends import GenerationBackend, GenerationSettings, HFBackend
-from codepeft.generation.mixed_lora import exact_mixed_batches
 
 BASE = "__base__"  # peft's name for rows that use no adapter
 
@@ -103,8 +101,7 @@ class Together:
                     adapters.append(self.adapters[name])
                     seeds.append(call.settings.seed)
                     where.append((call, i))
-            with exact_mixed_batches(backend.model) if self.mixed else contextlib.nullcontext():
-                out = backend.generate_batch(texts, settings, adapters if self.mixed else None, seeds)
+            out = backend.generate_batch(texts, settings, adapters if self.mixed else None, seeds)
             for (call, i), samples in zip(where, out, strict=True):
                 call.result[i] = samples
 
