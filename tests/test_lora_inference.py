@@ -7,8 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from codepeft.generation import GenerationSettings, HFBackend
-from codepeft.generation import backends
+from codepeft.generation import GenerationSettings, HFBackend, backends
 from codepeft.generation.lora_inference import lean_lora
 
 
