@@ -396,11 +396,11 @@ class Info(ctypes.Structure):  # glibc's struct mallinfo2
 libc = ctypes.CDLL("libc.so.6")
 libc.mallinfo2.restype = Info
 applied = retain_freed_memory() if sys.argv[1] == "apply" else False
-before = libc.mallinfo2().hblkhd
+before = libc.mallinfo2()
 logits = torch.ones(40, 49152)  # a decode step's logits, 7.5 MB
-mapped = libc.mallinfo2().hblkhd - before
+mapped = libc.mallinfo2().hblkhd - before.hblkhd
 del logits
-print(applied, mapped >> 20, libc.mallinfo2().fordblks >> 20)
+print(applied, mapped >> 20, (libc.mallinfo2().fordblks - before.fordblks) >> 20)  # free heap it left
 """
 
 
