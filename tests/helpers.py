@@ -12,6 +12,16 @@ CORE_ARCHS = ("gpt_bigcode", "llama", "qwen2", "codegen", "t5")
 SMOLLM2_SLICE = "smollm2-slice"  # tiny_model's name for two layers of the real SmolLM2 weights
 
 
+def tiny_llama(tiny_model, dtype=None):
+    """(model in eval mode, tokenizer) of the tiny Llama fixture, in `dtype` (default: fp32)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = tiny_model("llama")
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.float32)
+    return model.eval(), AutoTokenizer.from_pretrained(path)
+
+
 def layer_slice(source: Path, out: Path, layers: int = 2) -> Path:
     """The first `layers` decoder layers of a Llama-architecture model directory, with its real
     embeddings, norm, tokenizer and chat template: the real shapes and vocabulary, a fraction

@@ -9,6 +9,7 @@ import types
 
 import pytest
 import torch
+from helpers import tiny_llama
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from codepeft.generation import GenerationSettings, HFBackend
@@ -70,13 +71,6 @@ def test_everything_but_a_bf16_decode_step_goes_to_transformers_sdpa(case):
     assert torch.equal(ours, torchs)
 
 
-def _llama(tiny_model, dtype):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    path = tiny_model("llama")
-    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype).eval(), AutoTokenizer.from_pretrained(path)
-
-
 def _count_decode_sdpa(monkeypatch) -> list:
     """A list that grows by one for every SDPA call of a decode step: a query shorter than its
     keys (transformers folds a GQA group's query heads into the query length there)."""
@@ -93,9 +87,9 @@ def _count_decode_sdpa(monkeypatch) -> list:
 def test_a_bf16_models_decode_steps_use_it_inside_the_block_only(tiny_model, monkeypatch):
     from peft import LoraConfig, get_peft_model
 
-    model, tok = _llama(tiny_model, torch.bfloat16)
-    assert da.applies(model) and da.applies(get_peft_model(_llama(tiny_model, torch.bfloat16)[0], LoraConfig()))
-    assert not da.applies(_llama(tiny_model, torch.float32)[0])  # fp32 keeps transformers' SDPA, bit for bit
+    model, tok = tiny_llama(tiny_model, torch.bfloat16)
+    assert da.applies(model) and da.applies(get_peft_model(tiny_llama(tiny_model, torch.bfloat16)[0], LoraConfig()))
+    assert not da.applies(tiny_llama(tiny_model, torch.float32)[0])  # fp32 keeps transformers' SDPA, bit for bit
     tok.padding_side = "left"
     enc = tok(["def f(x):", "import os\nimport sys\n\ndef main(argv):"], return_tensors="pt", padding=True)
     step = torch.tensor([[5], [9]])
@@ -118,7 +112,7 @@ def test_a_bf16_models_decode_steps_use_it_inside_the_block_only(tiny_model, mon
 
 
 def test_the_cpu_backend_decodes_bf16_with_it(tiny_model, monkeypatch):
-    model, tok = _llama(tiny_model, torch.bfloat16)
+    model, tok = tiny_llama(tiny_model, torch.bfloat16)
     settings = GenerationSettings(n=1, temperature=0.0, max_new_tokens=6, batch_size=2)
     calls = _count_decode_sdpa(monkeypatch)
     texts = HFBackend(model, tok).generate(["def f(x):", "x = 1"], settings, progress=False)

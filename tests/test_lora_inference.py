@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import tiny_llama
 
 from codepeft.generation import GenerationSettings, HFBackend, backends
 from codepeft.generation.lora_inference import lean_lora
@@ -13,10 +14,9 @@ from codepeft.generation.lora_inference import lean_lora
 
 def _lora_model(tiny_model, dtype, **options):
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
 
     torch.manual_seed(0)
-    base = AutoModelForCausalLM.from_pretrained(tiny_model("llama"), dtype=dtype)
+    base, _ = tiny_llama(tiny_model, dtype)
     config = LoraConfig(r=4, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False, **options)
     model = get_peft_model(base, config)
     for name, p in model.named_parameters():
@@ -61,10 +61,9 @@ def test_what_it_does_not_cover_keeps_pefts_forward(tiny_model):
 
 def test_the_backend_generates_with_it(tiny_model, monkeypatch):
     from peft.tuners.lora.layer import Linear
-    from transformers import AutoTokenizer
 
     model = _lora_model(tiny_model, torch.float32)
-    tok = AutoTokenizer.from_pretrained(tiny_model("llama"))
+    _, tok = tiny_llama(tiny_model)
     calls = []
     real = Linear.forward
     monkeypatch.setattr(Linear, "forward", lambda self, *a, **kw: calls.append(1) or real(self, *a, **kw))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import tiny_llama
 
 from codepeft.generation import GenerationSettings, HFBackend
 from codepeft.generation import packed_linear as pl
@@ -27,16 +28,9 @@ def _count_packed_calls(monkeypatch) -> list:
     return calls
 
 
-def _llama(tiny_model, dtype=torch.float32):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    path = tiny_model("llama")
-    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype).eval(), AutoTokenizer.from_pretrained(path)
-
-
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_packed_layers_give_linears_products(tiny_model, dtype, monkeypatch):
-    model, _ = _llama(tiny_model, dtype)
+    model, _ = tiny_llama(tiny_model, dtype)
     ids = torch.randint(3, 100, (3, 9))
     with torch.no_grad():
         plain = model(input_ids=ids).logits
@@ -73,7 +67,7 @@ def test_autograd_takes_torchs_linear_and_a_changed_weight_is_packed_again():
 
 
 def test_packing_is_skipped_where_it_does_not_fit_or_cannot_run(tiny_model, monkeypatch):
-    model, tok = _llama(tiny_model)
+    model, tok = tiny_llama(tiny_model)
     assert HFBackend(model, tok).packed is not None  # a CPU model that fits: packed
     assert pl.fits(model) and not pl.fits(model, share=1e-12)
     monkeypatch.setattr(pl.psutil, "virtual_memory", lambda: type("M", (), {"available": 1024})())
@@ -85,7 +79,7 @@ def test_packing_is_skipped_where_it_does_not_fit_or_cannot_run(tiny_model, monk
 
 
 def test_the_cpu_backend_generates_with_packed_weights_and_the_same_text(tiny_model, monkeypatch):
-    model, tok = _llama(tiny_model)
+    model, tok = tiny_llama(tiny_model)
     backend = HFBackend(model, tok)
     calls = _count_packed_calls(monkeypatch)
     prompts = ["def add(a, b):\n", "x = [1, 2"]

@@ -37,15 +37,15 @@ def _factors(layer, lora_linear: type) -> dict[str, tuple[torch.Tensor, torch.Te
     """adapter -> (A, B, scaling) for every adapter of a layer this covers; None if any is not."""
     if type(layer) is not lora_linear or not getattr(layer, "cast_input_dtype_enabled", True):
         return None
+    from codepeft.training.lora_kernel import plain_lora  # only here: importing codepeft.training is slow
+
     factors = {}
     for name, a in layer.lora_A.items():
-        b, dropout = layer.lora_B[name], layer.lora_dropout[name]
-        vanilla = name not in layer.lora_variant and not getattr(layer, "lora_bias", {}).get(name)
-        plain = type(a) is type(b) is torch.nn.Linear and a.bias is None and b.bias is None
+        dropout = layer.lora_dropout[name]
         identity = type(dropout) is torch.nn.Identity or (type(dropout) is torch.nn.Dropout and not dropout.training)
-        if not (vanilla and plain and identity):
+        if not (plain_lora(layer, name) and identity):
             return None
-        factors[name] = (a.weight, b.weight, layer.scaling[name])
+        factors[name] = (a.weight, layer.lora_B[name].weight, layer.scaling[name])
     return factors
 
 

@@ -68,16 +68,23 @@ class _LoraLinear(torch.autograd.Function):
         return grad_x, grad_w, grad_bias, grad_a, grad_b, None, None
 
 
+def plain_lora(layer, name: str) -> bool:
+    """Whether adapter `name` of a peft LoRA layer is vanilla LoRA: no variant (DoRA and the
+    like), no LoRA bias, and A and B plain linear layers without biases."""
+    if name in layer.lora_variant or getattr(layer, "lora_bias", {}).get(name):
+        return False
+    a, b = layer.lora_A[name], layer.lora_B[name]
+    return type(a) is type(b) is torch.nn.Linear and a.bias is None and b.bias is None
+
+
 def _covered(layer, x: torch.Tensor, args, kwargs) -> str | None:
     """The adapter this node computes for a call, or None when peft's forward must run."""
     if args or kwargs or layer.disable_adapters or layer.merged or len(layer.active_adapters) != 1:
         return None
     name = layer.active_adapters[0]
-    if name not in layer.lora_A or name in layer.lora_variant or getattr(layer, "lora_bias", {}).get(name):
+    if name not in layer.lora_A or not plain_lora(layer, name):
         return None
-    a, b, dropout = layer.lora_A[name], layer.lora_B[name], layer.lora_dropout[name]
-    if type(a) is not torch.nn.Linear or type(b) is not torch.nn.Linear or a.bias is not None or b.bias is not None:
-        return None
+    a, dropout = layer.lora_A[name], layer.lora_dropout[name]
     if not isinstance(dropout, torch.nn.Dropout | torch.nn.Identity):
         return None
     base = getattr(layer.base_layer, "weight", None)
