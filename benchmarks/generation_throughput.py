@@ -17,7 +17,7 @@ studies' loop: one `generate` call per problem that samples its n completions as
 (`num_return_sequences`), with the default dynamic KV cache and with the static cache
 (`cache_implementation="static"`, also compiled by transformers with torch.compile, its compilation
 not timed), or one call for all problems (left-padded, dynamic cache; also
-with the allocator settings codepeft's generating processes apply, `codepeft.generation.allocator`),
+with the allocator settings codepeft's generating processes apply, `codepeft.allocator`),
 whichever is fastest on this machine. transformers' continuous
 batching (`generate_batch`) is not compared: it needs a paged-attention kernel that has no CPU
 implementation in transformers 5.23. Two settings: `fixed` (n=20, T=0.2, 128 tokens a sample) and
@@ -91,8 +91,8 @@ def worker_transformers(problems: int, mode: str, cache: str, model_name: str) -
 
     model, tok, prompts, stop = _setup(problems, mode, "fp32", model_name)
     model.eval()
-    if cache == "batched-heap":  # what codepeft's generating processes set (codepeft.generation.allocator)
-        from codepeft.generation.allocator import retain_freed_memory
+    if cache == "batched-heap":  # what codepeft's generating processes set (codepeft.allocator)
+        from codepeft.allocator import retain_freed_memory
 
         retain_freed_memory()
     greedy = mode == "greedy"

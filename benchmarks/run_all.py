@@ -333,7 +333,7 @@ def _round_two_sections(results: dict) -> list[str]:
             " batch, with the dynamic and with the static KV cache (the static one also compiled by `generate`"
             " with torch.compile, compilation not timed), or one call for all problems (left-padded,"
             " dynamic cache), that last also with codepeft's allocator settings"
-            " (`codepeft.generation.allocator`); the fastest is the reference. transformers' continuous batching"
+            " (`codepeft.allocator`); the fastest is the reference. transformers' continuous batching"
             " needs a paged-attention kernel with no CPU implementation.",
             "",
             markdown_table(

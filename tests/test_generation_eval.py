@@ -389,15 +389,20 @@ def test_the_growing_kv_cache_gives_the_dynamic_caches_logits(tiny_model):
 
 _ALLOCATE = """
 import ctypes, sys, torch
-from codepeft.generation.allocator import retain_freed_memory
+from codepeft.allocator import GENERATION, TRAINING, retain_freed_memory
 class Info(ctypes.Structure):  # glibc's struct mallinfo2
     _fields_ = [(n, ctypes.c_size_t) for n in
                 "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
 libc = ctypes.CDLL("libc.so.6")
 libc.mallinfo2.restype = Info
-applied = retain_freed_memory() if sys.argv[1] == "apply" else False
+mode, rows = sys.argv[1], int(sys.argv[2])
+applied = False
+if mode == "train":
+    applied = retain_freed_memory(TRAINING)
+if mode in ("generate", "train"):  # a process that trains and then generates keeps training's setting
+    applied = retain_freed_memory(GENERATION)
 before = libc.mallinfo2()
-logits = torch.ones(40, 49152)  # a decode step's logits, 7.5 MB
+logits = torch.ones(rows, 49152)  # 40 rows: a decode step's logits, 7.5 MB
 mapped = libc.mallinfo2().hblkhd - before.hblkhd
 del logits
 print(applied, mapped >> 20, (libc.mallinfo2().fordblks - before.fordblks) >> 20)  # free heap it left
@@ -405,21 +410,24 @@ print(applied, mapped >> 20, (libc.mallinfo2().fordblks - before.fordblks) >> 20
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator settings exist on Linux only")
-def test_generation_keeps_freed_logits_memory_in_the_heap():
+def test_generating_and_training_keep_freed_memory_in_the_heap():
     """With glibc's defaults a logits-sized tensor gets pages of its own from the kernel (mmap),
     which go back when it is freed, to be faulted in again the next step; once a generating
     process applies codepeft's settings it comes from the heap and its memory stays there for
-    the next one. A user's own MALLOC_ variables win."""
+    the next one. Training's setting covers a loss chunk's logits too (2,000 rows: 375 MB) and
+    is not lowered by generating afterwards. A user's own MALLOC_ variables win."""
     import subprocess
 
-    def run(mode: str, **env) -> tuple[bool, int, int]:
+    def run(mode: str, rows: int = 40, **env) -> tuple[bool, int, int]:
         out = subprocess.run(
-            [sys.executable, "-c", _ALLOCATE, mode], capture_output=True, text=True, check=True,
+            [sys.executable, "-c", _ALLOCATE, mode, str(rows)], capture_output=True, text=True, check=True,
             env={k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")} | env,
         )  # fmt: skip
         applied, mapped_mb, free_mb = out.stdout.split()
         return applied == "True", int(mapped_mb), int(free_mb)
 
     assert run("default") == (False, 7, 0)  # mapped on its own, given back when freed
-    assert run("apply") == (True, 0, 7)  # from the heap, kept there once freed
-    assert run("apply", MALLOC_TRIM_THRESHOLD_="131072")[:2] == (False, 7)  # the user's setting stands
+    assert run("generate") == (True, 0, 7)  # from the heap, kept there once freed
+    assert run("generate", 2000) == (True, 375, 0)  # above generation's threshold: mapped
+    assert run("train", 2000) == (True, 0, 375)
+    assert run("generate", MALLOC_TRIM_THRESHOLD_="131072")[:2] == (False, 7)  # the user's setting stands

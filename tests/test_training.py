@@ -19,11 +19,17 @@ def _rows(run_dir):
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_run_directory_holds_everything(tmp_path, tiny_model, train_file):
+def test_run_directory_holds_everything(tmp_path, tiny_model, train_file, monkeypatch):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
+    from codepeft.allocator import TRAINING
+    from codepeft.training import runner
+
+    kept = []
+    monkeypatch.setattr(runner, "retain_freed_memory", lambda setting: kept.append(setting) or True)
     result = train(_cfg(tiny_model, train_file), tmp_path / "run")
+    assert kept == [TRAINING]  # a CPU run keeps what a step frees for the next (codepeft.allocator)
     d = result.run_dir
     info = json.loads((d / "run.json").read_text())
     assert info["status"] == "completed" and info["seed"] == 0

@@ -20,10 +20,10 @@ import torch
 from tqdm.auto import tqdm
 from transformers import LogitsProcessorList, StoppingCriteriaList, StopStringCriteria
 
+from codepeft.allocator import retain_freed_memory
 from codepeft.errors import CodepeftError
 from codepeft.families import MethodFamily
 from codepeft.generation import decode_attention, packed_linear
-from codepeft.generation.allocator import retain_freed_memory
 from codepeft.generation.kv_cache import growing_cache
 from codepeft.generation.lora_inference import lean_lora
 from codepeft.generation.sampling import SeededSampling, row_seed
@@ -90,7 +90,7 @@ class HFBackend(GenerationBackend):
         self.stop_criteria: dict[tuple[str, ...], StopStringCriteria] = {}
         self.packed: packed_linear.PackedLinears | None = None
         if next(model.parameters()).device.type == "cpu":
-            retain_freed_memory()  # vocabulary-wide tensors every step (codepeft.generation.allocator)
+            retain_freed_memory()  # vocabulary-wide tensors every step (codepeft.allocator)
             if packed_linear.available() and packed_linear.fits(model):
                 self.packed = packed_linear.PackedLinears()
 

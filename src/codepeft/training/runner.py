@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from transformers import TrainingArguments, set_seed
 
+from codepeft.allocator import TRAINING, retain_freed_memory
 from codepeft.config import RunConfig
 from codepeft.data import Collator, build_datasets
 from codepeft.errors import CodepeftError
@@ -281,7 +282,10 @@ def _fit(trainer, config: RunConfig, plan: Batching, checkpoint: str | None):
     """Train (from `checkpoint` when resuming) with codepeft's attention and dropout kernels on,
     measuring peak memory and wall time."""
     kernels = training_kernels(trainer.model, plan.varlen, config.train.fast_dropout)
-    with PeakMemory(cuda=_device_of(trainer.model) == "cuda") as mem, kernels:
+    device = _device_of(trainer.model)
+    if device == "cpu":
+        retain_freed_memory(TRAINING)  # each step reuses what the last one freed (codepeft.allocator)
+    with PeakMemory(cuda=device == "cuda") as mem, kernels:
         output = trainer.train(resume_from_checkpoint=checkpoint)
     return output, mem
 
