@@ -239,8 +239,10 @@ def profile_step(model, loss) -> dict:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
+    from codepeft.allocator import TRAINING, retain_freed_memory
     from codepeft.training.runner import training_kernels
 
+    retain_freed_memory(TRAINING)  # as codepeft's training sets it on a CPU
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=LR)
 
     def step():

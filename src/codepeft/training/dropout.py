@@ -7,7 +7,7 @@ as to torch's dropout; numpy's SFC64 generator, seeded with it, gives the mask's
 64-bit word gives the keep/drop decisions of four elements: an element is dropped when its 16
 random bits fall below round(p * 65536), so the drop rate differs from p by at most 1/131072.
 numpy draws these words twice as fast as torch's generator, and its comparison of 16-bit lanes
-is vectorised where torch's is not (together 0.45 against 1.1 ms for a 1,224 x 576 mask on two
+is vectorised where torch's is not (together 0.39 against 1.1 ms for a 1,224 x 576 mask on two
 cores, benchmarks/NOTES.md). The mask is kept as booleans for the backward pass, as torch's own
 dropout keeps it, so memory is unchanged.
 
