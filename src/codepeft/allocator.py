@@ -12,8 +12,9 @@ about a microsecond per 4 KB page on a virtual machine.
 - A training step frees its activations in the backward pass and allocates them again in the
   next forward pass; glibc gives much of that back in between (a LoRA step on SmolLM2-135M
   refaulted about 350 MB a step: 1.45 against 0.82 million page faults over seven steps). Kept,
-  the step ran about 3% faster and the peak resident set was unchanged (3.6 GB either way), since
-  memory kept between steps is the memory the next step uses (benchmarks/NOTES.md).
+  the step ran about 3% faster and the peak resident set grew little (within 3% in six-step
+  runs, 3-5% in the TRL comparison's twelve), since memory kept between steps is mostly the
+  memory the next step uses (benchmarks/NOTES.md).
 
 No library sets this: transformers and torch leave the allocator to the user (torch's CPU tuning
 guide suggests preloading jemalloc or tcmalloc instead). `retain_freed_memory` applies a
