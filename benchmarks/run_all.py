@@ -289,7 +289,9 @@ def _round_two_sections(results: dict) -> list[str]:
             " seed). SmolLM2-135M trains on the smollm2 study's data (CoNaLa + OASST/CommitPackFT, chat format, 192"
             " tokens at most), the default model on stdlib-instruct (512); no held-out loss on either side. Peak"
             " memory: resident set above the process after imports (both then load the same model and data),"
-            " with glibc's default allocator on both sides (see NOTES.md: a low mmap threshold halves both speeds)."
+            " with each side's allocator as a user's process has it: no MALLOC_ variables, so TRL runs on glibc's"
+            " defaults and codepeft's training keeps freed memory for its next step (`codepeft.allocator`; the"
+            " default model's rows predate that); see NOTES.md: a low mmap threshold halves both speeds."
             " Not usable on CPU: FlashAttention, Liger kernels (CUDA only).",
             "",
             markdown_table(

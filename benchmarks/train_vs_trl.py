@@ -20,7 +20,9 @@ and both without it. Neither computes a held-out loss.
 
 Peak memory is the process's resident set (sampled every 5 ms) above the resident set after
 imports, before the model is loaded: both sides then hold the same model and data, and the
-difference is training's. Both run with glibc's allocator as a user's process has it: fixing its
+difference is training's. Both run with the allocator as a user's process has it (no MALLOC_
+variables: TRL on glibc's defaults, codepeft with the setting its training applies,
+`codepeft.allocator`, which keeps freed memory for the next step): fixing glibc's
 mmap threshold low (so that freed tensors leave the resident set at once) turns every large
 tensor into fresh pages to fault in, and halved both sides' speed here (codepeft's LoRA step on
 SmolLM2: 93 against 164 tokens/s, a third of the step in the kernel).
